@@ -1,0 +1,30 @@
+"""Where the repository's data, figures and run outputs live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+def repo_root() -> Path:
+    """The project root: `$IP2P_ROOT` if set, else the folder holding `ip2p_lib/` (editable
+    install), else the current directory."""
+    env = os.environ.get("IP2P_ROOT")
+    if env:
+        return Path(env).resolve()
+    here = Path(__file__).resolve().parents[1]
+    if (here / "pyproject.toml").exists():
+        return here
+    return Path.cwd().resolve()
+
+
+def figure_dir(profile: str) -> Path:
+    """`figures/<profile>/`, created if needed: every notebook writes its figures here."""
+    path = repo_root() / "figures" / profile
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir() -> Path:
+    """`data/`: seed examples, the toy models and small fixtures that ship with the repo."""
+    return repo_root() / "data"
