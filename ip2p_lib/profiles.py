@@ -1,0 +1,30 @@
+"""Profiles: one code path, two scales (plus `smoke`, the smallest sizes, for CI).
+
+A notebook's first code cell (tagged `parameters`) holds its `toy` defaults. The runner
+injects `profile` and the notebook's overrides for the chosen profile from
+`NOTEBOOK_PARAMS`; a test checks that every override names a variable the notebook's
+parameters cell defines, so an override can never be silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PROFILES: tuple[str, ...] = ("toy", "smoke", "full")
+
+# notebook stem -> profile -> parameter overrides (toy defaults live in the notebook itself)
+NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
+    "00_overview": {
+        "toy": {},
+        "smoke": {"n_grid": 4, "n_oracle": 60, "n_degraded": 40},
+        "full": {},
+    },
+}
+
+
+def notebook_parameters(stem: str, profile: str) -> dict[str, Any]:
+    """The parameters papermill injects into notebook `stem` for `profile`."""
+    if profile not in PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    overrides = NOTEBOOK_PARAMS.get(stem, {}).get(profile, {})
+    return {"profile": profile, **overrides}
