@@ -1,0 +1,155 @@
+"""Toy SD's denoiser: a `UNet2DConditionModel` trained on VAE latents of rendered scenes.
+
+Stable Diffusion learns to undo noise in the latent space of its VAE, conditioned on the
+text tower's hidden states through cross-attention. With latents z0 = s * E(x) (s the
+VAE's `scaling_factor`), noise e ~ N(0, I) and the cumulative schedule a_t = alphā_t:
+
+    z_t = sqrt(a_t) z0 + sqrt(1 - a_t) e                      (forward process)
+    v   = sqrt(a_t) e - sqrt(1 - a_t) z0                      (v-prediction target)
+    L   = E_t [ w(t) || v_theta(z_t, t, c) - v ||^2 ],  w(t) = min(SNR_t, 5) / (SNR_t + 1)
+
+(min-SNR-5 weighting for v-prediction, SNR_t = a_t / (1 - a_t)). The caption c is
+replaced by "" for 10% of examples so that classifier-free guidance works at sampling time.
+The text encoder (toy CLIP's text tower) and the VAE are frozen, as in SD.
+
+Unlike SD 1.5's UNet, this one has self- and cross-attention at the highest latent
+resolution too (16x16): Prompt-to-Prompt (notebook 02) needs the level that carries layout.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ip2p_lib.toyworld.pretrain import common
+from ip2p_lib.toyworld.pretrain.data import captioned_batch
+
+
+@dataclass
+class SDConfig:
+    """UNet architecture, noise schedule and optimisation (defaults: the committed model)."""
+
+    block_out_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    heads: tuple[int, ...] = (2, 4, 4)  # heads of size 16
+    norm_num_groups: int = 8
+    num_train_timesteps: int = 1000
+    beta_schedule: str = "squaredcos_cap_v2"
+    prediction_type: str = "v_prediction"
+    min_snr_gamma: float = 5.0
+    caption_dropout: float = 0.1
+    steps: int = 6000
+    batch_size: int = 32
+    lr: float = 1e-3
+    warmup: int = 100
+    lr_floor: float = 0.1
+    weight_decay: float = 0.01
+    ema_decay: float = 0.999
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def build_unet(cfg: SDConfig, cross_attention_dim: int, latent_channels: int = 4, sample_size: int = 16) -> Any:
+    """A UNet with cross-attention blocks at every level, 16x16 included."""
+    from diffusers import UNet2DConditionModel
+
+    n = len(cfg.block_out_channels)
+    return UNet2DConditionModel(
+        sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
+        down_block_types=("CrossAttnDownBlock2D",) * n, up_block_types=("CrossAttnUpBlock2D",) * n,
+        block_out_channels=tuple(cfg.block_out_channels), layers_per_block=cfg.layers_per_block,
+        attention_head_dim=tuple(cfg.heads), cross_attention_dim=cross_attention_dim,
+        norm_num_groups=cfg.norm_num_groups,
+    )
+
+
+def train_noise_scheduler(cfg: SDConfig) -> Any:
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+                         prediction_type=cfg.prediction_type, clip_sample=False)
+
+
+@torch.no_grad()
+def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
+    """SD's conditioning: last hidden states of the text tower on prompts padded to 77."""
+    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids)[0]
+
+
+@torch.no_grad()
+def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
+    """Scaled latents of [-1, 1] images (the posterior mode: the toy VAE is deterministic)."""
+    return vae.encode(images).latent_dist.mode() * vae.config.scaling_factor
+
+
+def diffusion_loss(unet: Any, scheduler: Any, z0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator,
+                   min_snr_gamma: float) -> torch.Tensor:
+    """The min-SNR-weighted v- (or epsilon-) prediction loss of one batch (module docstring)."""
+    b = z0.shape[0]
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
+    noise = torch.randn(z0.shape, generator=gen)
+    z_t = scheduler.add_noise(z0, noise, t)                       # sqrt(a_t) z0 + sqrt(1-a_t) e
+    a_t = scheduler.alphas_cumprod[t]
+    snr = a_t / (1 - a_t)
+    if scheduler.config.prediction_type == "v_prediction":
+        target = scheduler.get_velocity(z0, noise, t)             # sqrt(a_t) e - sqrt(1-a_t) z0
+        weight = snr.clamp(max=min_snr_gamma) / (snr + 1)
+    else:
+        target = noise
+        weight = snr.clamp(max=min_snr_gamma) / snr
+    pred = unet(z_t, t, encoder_hidden_states=cond).sample
+    per_example = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
+    return (weight * per_example).mean()
+
+
+def train_unet(cfg: SDConfig, vae: Any, text_encoder: Any, tokenizer: Any, run_dir: Path,
+               progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, common.EMA, common.RunState]:
+    """Train (or resume) the UNet on frozen VAE latents and frozen text features."""
+    common.seed_everything(cfg.seed)
+    vae.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False)
+    unet = build_unet(cfg, text_encoder.config.hidden_size, vae.config.latent_channels)
+    scheduler = train_noise_scheduler(cfg)
+    ema = common.EMA(unet, cfg.ema_decay)
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, common.warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
+
+    def step_fn(step: int) -> torch.Tensor:
+        rng, gen = common.step_rng(cfg.seed, step)
+        _, images, captions = captioned_batch(rng, cfg.batch_size)
+        drop = rng.uniform(size=cfg.batch_size) < cfg.caption_dropout   # classifier-free guidance
+        captions = ["" if d else c for c, d in zip(captions, drop)]
+        z0 = encode_images(vae, images)
+        cond = encode_prompts(text_encoder, tokenizer, captions)
+        return diffusion_loss(unet, scheduler, z0, cond, gen, cfg.min_snr_gamma)
+
+    state = common.train(step_fn, unet, opt, sched, cfg.steps, Path(run_dir), cfg.to_dict(), ema=ema,
+                         desc="unet", progress=progress, checkpoint_every_s=checkpoint_every_s)
+    return unet.eval(), ema, state
+
+
+def default_config() -> SDConfig:
+    return SDConfig()
+
+
+def main(run_dir: Path, out: Path | None, cfg: SDConfig, threads: int = 2, progress: bool = True,
+         vae_dir: Path | None = None, clip_dir: Path | None = None) -> dict[str, Any]:
+    """Train the UNet with the exported toy VAE and toy CLIP, then assemble, evaluate and
+    (if `out`) write the diffusers folder with its card (see `sd_assemble.py`)."""
+    from ip2p_lib.toyworld.pretrain import sd_assemble
+
+    torch.set_num_threads(threads)
+    vae, text_encoder, tokenizer = sd_assemble.frozen_parts(vae_dir, clip_dir)
+    unet, ema, state = train_unet(cfg, vae, text_encoder, tokenizer, Path(run_dir), progress=progress)
+    ema.copy_to(unet)
+    return sd_assemble.finish(cfg, unet, vae, text_encoder, tokenizer, state, out, threads)

@@ -1,0 +1,164 @@
+"""Toy SD as a diffusers folder: assemble, sample, judge with the oracle, write the card.
+
+The folder has SD 1.5's layout (vae/, text_encoder/, tokenizer/, unet/, scheduler/,
+model_index.json), so `StableDiffusionPipeline.from_pretrained(folder)` loads it offline.
+The scheduler is Euler ancestral, the paper's sampler; DDIM and DPM-Solver load from the same
+scheduler config (`DDIMScheduler.from_config(pipe.scheduler.config)`).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ip2p_lib.paths import data_dir
+from ip2p_lib.toyworld import attribute_accuracy, random_caption
+from ip2p_lib.toyworld.pretrain import common
+from ip2p_lib.toyworld.pretrain.data import held_out_scenes
+
+GUIDANCE_SCALE = 5.0
+NUM_STEPS = 30
+
+
+def make_deterministic(vae: Any) -> Any:
+    """Fix the posterior's log-variance at its floor (-30), so `latent_dist.sample()` equals the
+    mean to ~1e-7: the toy VAE was trained on the posterior mean with a negligible KL term,
+    so its variance head is untrained; SD's own VAE has a tiny posterior variance too."""
+    c = vae.config.latent_channels
+    with torch.no_grad():
+        vae.quant_conv.weight[c:].zero_()
+        vae.quant_conv.bias[c:].fill_(-30.0)
+    return vae
+
+
+def frozen_parts(vae_dir: Path | None = None, clip_dir: Path | None = None) -> tuple[Any, Any, Any]:
+    """The VAE (exported by `ip2p toy pretrain vae`), toy CLIP's text tower as a `CLIPTextModel`,
+    and CLIP's tokenizer: everything toy SD uses frozen."""
+    from diffusers import AutoencoderKL
+
+    from ip2p_lib.models import load_open_clip_folder
+    from ip2p_lib.toyworld.pretrain.convert import to_hf_text_model
+    from ip2p_lib.toyworld.pretrain.tokenizer import build_clip_tokenizer
+
+    models = data_dir() / "toy" / "models"
+    vae = make_deterministic(AutoencoderKL.from_pretrained(vae_dir or models / "sd" / "vae", torch_dtype=torch.float32))
+    clip_model, _ = load_open_clip_folder(clip_dir or models / "clip")
+    return vae.eval(), to_hf_text_model(clip_model), build_clip_tokenizer()
+
+
+def assemble(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, cfg: Any) -> Any:
+    """A `StableDiffusionPipeline` from the parts, Euler ancestral scheduler, no safety checker."""
+    from diffusers import EulerAncestralDiscreteScheduler, StableDiffusionPipeline
+
+    scheduler = EulerAncestralDiscreteScheduler(
+        num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
+        prediction_type=cfg.prediction_type, timestep_spacing="trailing")
+    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
+                                   requires_safety_checker=False)
+
+
+def save_pipeline(pipe: Any, folder: Path) -> None:
+    """Save with fp16 weights (half the size; `from_pretrained` gives fp32 on CPU by default)."""
+    pipe.to(torch.float16)
+    try:
+        pipe.save_pretrained(folder, safe_serialization=True)
+    finally:
+        pipe.to(torch.float32)
+
+
+@torch.no_grad()
+def sample(pipe: Any, prompts: list[str], guidance_scale: float = GUIDANCE_SCALE, steps: int = NUM_STEPS,
+           seed: int = 0, batch: int = 50, progress: bool = False) -> np.ndarray:
+    """uint8 samples (N, 64, 64, 3); one generator per call, so the same call gives the same images."""
+    pipe.set_progress_bar_config(disable=not progress)
+    gen = torch.Generator().manual_seed(seed)
+    out = []
+    for i in range(0, len(prompts), batch):
+        images = pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=guidance_scale,
+                      height=64, width=64, generator=gen, output_type="np").images
+        out.append((images * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def evaluate_sd(pipe: Any, n: int = 200, guidance_scale: float = GUIDANCE_SCALE, steps: int = NUM_STEPS,
+                seed: int = 0) -> tuple[dict[str, float], list[str], np.ndarray]:
+    """The oracle's attribute accuracy on samples for `n` random captions of held-out scenes."""
+    scenes = held_out_scenes(n, offset=1)
+    rng = np.random.default_rng([seed, 77])
+    prompts = [random_caption(s, rng) for s in scenes]
+    images = sample(pipe, prompts, guidance_scale, steps, seed)
+    return attribute_accuracy(scenes, images), prompts, images
+
+
+def save_grid(images: np.ndarray, prompts: list[str], path: Path, n: int = 6) -> Path:
+    """An n x n grid of samples, each titled with its caption."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(n, n, figsize=(2 * n, 2.3 * n))
+    for ax, img, text in zip(axes.flat, images, prompts):
+        ax.imshow(img)
+        ax.set_title(text.replace(" on a ", "\non a ").replace(" against", "\nagainst").replace(" in the", "\nin the"), fontsize=6)
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=64)
+    plt.close(fig)
+    return path
+
+
+def finish(cfg: Any, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, state: common.RunState,
+           out: Path | None, threads: int, interim: bool = False) -> dict[str, Any]:
+    """Assemble, save (if `out`), reload from disk, evaluate with the oracle, write the card."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = assemble(unet, vae, text_encoder, tokenizer, cfg)
+    if out is not None:
+        save_pipeline(pipe, Path(out))
+        pipe = StableDiffusionPipeline.from_pretrained(out, local_files_only=True)
+    t0 = time.time()
+    metrics, prompts, images = evaluate_sd(pipe)
+    metrics = {k: round(v, 4) for k, v in metrics.items()}
+    print(metrics)
+    if out is not None:
+        save_grid(images[:36], prompts[:36], Path(out) / "samples.png")
+        status = ("INTERIM: training unfinished; the numbers below are from the checkpoint at this step."
+                  if interim else "Finished training run.")
+        common.write_card(Path(out), "Toy Stable Diffusion (stand-in for SD 1.5)", {
+            "Status": status,
+            "What it stands in for": "`stable-diffusion-v1-5/stable-diffusion-v1-5`: same pipeline class, same folder layout, "
+                                     "small configs. Load: `StableDiffusionPipeline.from_pretrained('data/toy/models/sd')`.",
+            "Parts": {"vae": "AutoencoderKL 64x64x3 -> 16x16x4 (see vae/README.md)",
+                      "text_encoder": "toy CLIP's text tower as CLIPTextModel (frozen)",
+                      "tokenizer": "CLIP BPE (CLIPTokenizer, model_max_length 77)",
+                      "unet": f"UNet2DConditionModel, {sum(p.numel() for p in unet.parameters())} params, EMA weights",
+                      "scheduler": "EulerAncestralDiscreteScheduler, trailing spacing"},
+            "UNet training config": cfg.to_dict(),
+            "Training": {"steps": state.step, "train_wall_s": round(state.elapsed_s), "machine": common.machine(),
+                         "loss_first_last": common.loss_summary(state.losses)},
+            f"Quality (oracle, 200 random captions of held-out scenes, {NUM_STEPS} Euler ancestral steps, CFG {GUIDANCE_SCALE})": metrics,
+            "Samples": "![samples](samples.png)",
+            "Reproduce": f"`ip2p toy pretrain vae && ip2p toy pretrain clip && ip2p toy pretrain sd --threads {threads}` "
+                         f"(seed {cfg.seed}; each command resumes from its checkpoint)",
+        })
+    metrics["eval_wall_s"] = round(time.time() - t0)
+    return metrics
+
+
+def evaluate_checkpoint(cfg: Any, run_dir: Path, out: Path | None, threads: int = 2) -> dict[str, Any]:
+    """Interim export of a running/stopped UNet run: its EMA weights, assembled and judged."""
+    from ip2p_lib.toyworld.pretrain.sd import build_unet
+
+    torch.set_num_threads(threads)
+    blob = torch.load(Path(run_dir) / common.CHECKPOINT, map_location="cpu", weights_only=False)
+    vae, text_encoder, tokenizer = frozen_parts()
+    unet = build_unet(cfg, text_encoder.config.hidden_size, vae.config.latent_channels)
+    unet.load_state_dict(blob["ema"]["shadow"])
+    state = common.RunState(**blob["state"])
+    return finish(cfg, unet.eval(), vae, text_encoder, tokenizer, state, out, threads, interim=state.step < cfg.steps)
