@@ -56,9 +56,9 @@ def load_sd(profile: str = "toy", **kwargs: Any) -> Any:
     """A `StableDiffusionPipeline`: toy SD for `toy`/`smoke`, SD 1.5 for `full` (kwargs go to
     `from_pretrained`, e.g. `torch_dtype`). The safety checker is off in both (the miniature
     world has nothing to check; the paper's data pipeline used its own NSFW filter)."""
+    _check_profile(profile)
     from diffusers import StableDiffusionPipeline
 
-    _check_profile(profile)
     if profile != "full":
         return StableDiffusionPipeline.from_pretrained(toy_model_dir("sd"), local_files_only=True, **kwargs)
     try:

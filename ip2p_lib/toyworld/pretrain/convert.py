@@ -78,6 +78,8 @@ def to_hf_text_model(model: Any, with_projection: bool = False) -> Any:
     else:
         hf = CLIPTextModel(config)
         state.pop("text_projection.weight")
+    if not any(k.startswith("text_model.") for k in hf.state_dict()):  # transformers 5's CLIPTextModel
+        state = {k.removeprefix("text_model."): v for k, v in state.items()}
     missing, unexpected = hf.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.endswith("position_ids")]
     if missing or unexpected:

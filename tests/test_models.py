@@ -1,0 +1,73 @@
+"""The loaders: committed toy models load offline through the same calls as the full models, and
+a missing model gives one clear UserError that says what to download."""
+
+import os
+
+import pytest
+import torch
+
+from ip2p_lib import models
+from ip2p_lib.errors import UserError
+from ip2p_lib.paths import data_dir
+
+MODELS = data_dir() / "toy" / "models"
+
+
+def _committed(role, marker):
+    return pytest.mark.skipif(not (MODELS / role / marker).exists(), reason=f"toy {role} not committed yet")
+
+
+@_committed("clip", "open_clip_config.json")
+@torch.no_grad()
+def test_toy_clip_loads_offline_and_ranks_the_right_caption_first():
+    from ip2p_lib.toyworld import Scene, caption, render
+
+    model, preprocess, tokenizer = models.load_clip("toy")
+    from PIL import Image
+
+    scene = Scene("triangle", "blue", "beige", "large")
+    image = preprocess(Image.fromarray(render(scene))).unsqueeze(0)
+    rivals = [scene, scene.replace(shape="circle"), scene.replace(color="red"), scene.replace(background="black")]
+    sims = model.encode_image(image, normalize=True) @ model.encode_text(tokenizer([caption(s) for s in rivals]), normalize=True).T
+    assert int(sims.argmax()) == 0
+
+
+@_committed("lm", "config.json")
+def test_toy_lm_loads_offline_and_keeps_newlines():
+    model, tok = models.load_lm("toy")
+    text = "a big red circle\n##\nmake it blue\n%%\na big blue circle\nEND"
+    assert tok.decode(tok(text).input_ids) == text
+    assert model.config.model_type == "gpt2"
+
+
+@_committed("sd", "model_index.json")
+def test_toy_sd_loads_offline_in_fp32():
+    pipe = models.load_sd("toy")
+    assert pipe.unet.dtype == torch.float32
+    assert pipe.tokenizer("a photo of a cat").input_ids == [49406, 320, 1125, 539, 320, 2368, 49407]
+    assert pipe.text_encoder.config.max_position_embeddings == 77
+
+
+def test_missing_toy_folder_names_the_command(monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "data_dir", lambda: tmp_path)
+    with pytest.raises(UserError, match="ip2p toy pretrain clip"):
+        models.load_clip("toy")
+
+
+def test_unknown_profile_and_role_are_user_errors():
+    with pytest.raises(UserError):
+        models.load_sd("huge")
+    with pytest.raises(UserError):
+        models.toy_model_dir("gpt5")
+
+
+@pytest.mark.skipif(os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs the offline hub setting")
+def test_full_sd_not_cached_offline_says_what_to_download():
+    with pytest.raises(UserError, match="hf download stable-diffusion-v1-5/stable-diffusion-v1-5"):
+        models.load_sd("full")
+
+
+@pytest.mark.skipif(os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs the offline hub setting")
+def test_full_clip_not_cached_offline_says_what_to_download():
+    with pytest.raises(UserError, match="ViT-L-14"):
+        models.load_clip("full")
