@@ -7,7 +7,7 @@ from ip2p_lib.toyworld.pretrain.vae import VAEConfig
 
 
 def tiny_vae(steps: int = 6) -> VAEConfig:
-    return VAEConfig(block_out_channels=(8, 16), norm_num_groups=4, steps=steps, batch_size=4, lr=3e-3, warmup=1)
+    return VAEConfig(block_out_channels=(8, 16), norm_num_groups=4, steps=steps, batch_size=4, lr=1e-3, warmup=1)
 
 
 def tiny_clip(steps: int = 8) -> CLIPConfig:
@@ -17,7 +17,7 @@ def tiny_clip(steps: int = 8) -> CLIPConfig:
 
 
 def tiny_lm(steps: int = 8) -> LMConfig:
-    return LMConfig(vocab_size=300, n_embd=32, n_layer=1, n_head=2, n_positions=128, tokenizer_docs=300,
+    return LMConfig(vocab_size=300, n_embd=32, n_layer=1, n_head=2, n_positions=256, tokenizer_docs=300,
                     steps=steps, batch_size=8, lr=3e-3, warmup=1)
 
 

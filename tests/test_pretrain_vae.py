@@ -1,17 +1,47 @@
 """The toy VAE trainer: a tiny run lowers its loss, resumes exactly, and shapes are SD's (4x down)."""
 
+import numpy as np
+import pytest
 import torch
 
-from ip2p_lib.toyworld.pretrain.vae import build_vae, evaluate_vae, train_vae
+from ip2p_lib.toyworld.pretrain import common
+from ip2p_lib.toyworld.pretrain import vae as vae_module
+from ip2p_lib.toyworld.pretrain.data import scene_batch
+from ip2p_lib.toyworld.pretrain.vae import build_vae, evaluate_vae, train_vae, vae_loss
 from tests.pretrain_tiny import tiny_vae
 
 
-def test_tiny_vae_trains_and_resumes_exactly(tmp_path):
-    vae, state = train_vae(tiny_vae(steps=8), tmp_path / "full", progress=False)
-    assert sum(state.losses[-3:]) < sum(state.losses[:3])
-    train_vae(tiny_vae(steps=5), tmp_path / "split", progress=False)
-    resumed, state2 = train_vae(tiny_vae(steps=8), tmp_path / "split", progress=False)
-    assert state2.step == 8
+@torch.no_grad()
+def _loss_on_fixed_batch(vae):
+    _, x = scene_batch(np.random.default_rng(123), 16)  # batches differ a lot (white vs black): fix one
+    return float(vae_loss(vae, x, 0.0))
+
+
+class Killed(Exception):
+    pass
+
+
+def test_tiny_vae_trains_and_resumes_exactly(tmp_path, monkeypatch):
+    common.seed_everything(tiny_vae().seed)
+    before = _loss_on_fixed_batch(build_vae(tiny_vae()))  # the same initialisation the run starts from
+    vae, state = train_vae(tiny_vae(steps=6), tmp_path / "full", progress=False)
+    assert _loss_on_fixed_batch(vae) < before
+    # the same run, killed while drawing the batch of step 4 (it checkpoints after every step) ...
+    real, calls = vae_module.scene_batch, []
+
+    def dying(rng, n):
+        calls.append(n)
+        if len(calls) == 5:
+            raise Killed
+        return real(rng, n)
+
+    monkeypatch.setattr(vae_module, "scene_batch", dying)
+    with pytest.raises(Killed):
+        train_vae(tiny_vae(steps=6), tmp_path / "killed", progress=False, checkpoint_every_s=0)
+    monkeypatch.setattr(vae_module, "scene_batch", real)
+    # ... and restarted with the same command: it ends where the uninterrupted run ended
+    resumed, state2 = train_vae(tiny_vae(steps=6), tmp_path / "killed", progress=False)
+    assert state2.step == 6 and state2.losses == pytest.approx(state.losses, rel=1e-5)
     for a, b in zip(vae.parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
 

@@ -40,6 +40,9 @@ def register(subparsers: Any) -> None:
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--no-export", action="store_true", help="train and evaluate only")
     pre.add_argument("--quiet", action="store_true", help="no progress bars")
+    pre.add_argument("--eval-only", action="store_true",
+                     help="sd only: export and judge the EMA weights of the checkpoint in --run-dir, without training "
+                          "(an interim model while a run is unfinished)")
     pre.set_defaults(func=run)
 
 
@@ -47,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch to each model's `main` in dependency order (sd needs vae and clip)."""
     import importlib
 
+    from ip2p_lib.errors import UserError
+
     models = MODELS if args.model == "all" else (args.model,)
+    if args.eval_only and models != ("sd",):
+        raise UserError("--eval-only is for `ip2p toy pretrain sd` (the other models finish within minutes)")
     for model in models:
         module = importlib.import_module(f"ip2p_lib.toyworld.pretrain.{model}")
         cfg = module.default_config()
@@ -57,6 +64,13 @@ def run(args: argparse.Namespace) -> int:
         run_dir = args.run_dir if (args.run_dir and len(models) == 1) else None
         run_dir = run_dir or (args.run_dir / model if args.run_dir else default_run_dir(model))
         out = None if args.no_export else (args.out if (args.out and len(models) == 1) else default_out(model))
+        if args.eval_only:
+            from ip2p_lib.toyworld.pretrain.sd_assemble import evaluate_checkpoint
+
+            if not (Path(run_dir) / "checkpoint.pt").exists():
+                raise UserError(f"no checkpoint in {run_dir}; start the run with `ip2p toy pretrain sd` first")
+            evaluate_checkpoint(cfg, run_dir, out, threads=args.threads)
+            continue
         module.main(run_dir=run_dir, out=out, cfg=cfg, threads=args.threads, progress=not args.quiet)
     return 0
 

@@ -63,12 +63,22 @@ def assemble(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, cfg: Any) -
 
 
 def save_pipeline(pipe: Any, folder: Path) -> None:
-    """Save with fp16 weights (half the size; `from_pretrained` gives fp32 on CPU by default)."""
+    """Save with fp16 weights (half the size) that load as fp32: diffusers casts to the
+    model's default dtype; transformers 5 would follow the config's `dtype`, so the text
+    encoder's config is set back to float32."""
+    import json
+
     pipe.to(torch.float16)
     try:
         pipe.save_pretrained(folder, safe_serialization=True)
     finally:
         pipe.to(torch.float32)
+    config_path = Path(folder) / "text_encoder" / "config.json"
+    config = json.loads(config_path.read_text())
+    for key in ("dtype", "torch_dtype"):
+        if key in config:
+            config[key] = "float32"
+    config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
 @torch.no_grad()
