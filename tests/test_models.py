@@ -71,3 +71,21 @@ def test_full_sd_not_cached_offline_says_what_to_download():
 def test_full_clip_not_cached_offline_says_what_to_download():
     with pytest.raises(UserError, match="ViT-L-14"):
         models.load_clip("full")
+
+
+def _finished_sd() -> bool:
+    card = MODELS / "sd" / "README.md"
+    return card.exists() and "INTERIM" not in card.read_text()
+
+
+@pytest.mark.skipif(not _finished_sd(), reason="no finished toy SD committed yet")
+def test_committed_toy_sd_stays_above_a_quality_floor():
+    """12 fixed captions, 20 Euler ancestral steps, CFG 5: far below the card's 200-caption
+    numbers (shape/colour/background >= 0.9), so only a broken model or sampler fails."""
+    from ip2p_lib.toyworld import attribute_accuracy, caption, sample_scenes
+    from ip2p_lib.toyworld.pretrain.sd_assemble import sample
+
+    scenes = sample_scenes(12, seed=2024)
+    images = sample(models.load_sd("toy"), [caption(s) for s in scenes], guidance_scale=5.0, steps=20, seed=0)
+    acc = attribute_accuracy(scenes, images)
+    assert acc["color"] >= 0.75 and acc["background"] >= 0.75 and acc["shape"] >= 0.6, acc

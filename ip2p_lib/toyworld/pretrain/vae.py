@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ip2p_lib.toyworld import attribute_accuracy
+from ip2p_lib.toyworld import attribute_accuracy, render
 from ip2p_lib.toyworld.pretrain import common
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes, images_to_tensor, scene_batch, tensor_to_images
 
@@ -94,7 +94,7 @@ def evaluate_vae(vae: Any, n: int = 500, batch: int = 100) -> dict[str, float]:
     recon, latents, sq_err = [], [], []
     for i in range(0, n, batch):
         chunk = scenes[i:i + batch]
-        x = images_to_tensor(np.stack([__import__("ip2p_lib.toyworld", fromlist=["render"]).render(s) for s in chunk]))
+        x = images_to_tensor(np.stack([render(s) for s in chunk]))
         mu = vae.encode(x).latent_dist.mean
         out = vae.decode(mu).sample.clamp(-1, 1)
         sq_err.append(((out - x) / 2).pow(2).flatten(1).mean(1))  # in [0, 1] units
