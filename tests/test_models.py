@@ -89,3 +89,18 @@ def test_committed_toy_sd_stays_above_a_quality_floor():
     images = sample(models.load_sd("toy"), [caption(s) for s in scenes], guidance_scale=5.0, steps=20, seed=0)
     acc = attribute_accuracy(scenes, images)
     assert acc["color"] >= 0.75 and acc["background"] >= 0.75 and acc["shape"] >= 0.6, acc
+
+
+@_committed("clip", "open_clip_config.json")
+@torch.no_grad()
+def test_committed_clip_text_tower_as_clip_text_model_is_the_same_function():
+    from ip2p_lib.toyworld.pretrain.convert import to_hf_text_model
+    from ip2p_lib.toyworld.pretrain.tokenizer import build_clip_tokenizer
+
+    model, _, _ = models.load_clip("toy")
+    hf = to_hf_text_model(model)
+    ids = build_clip_tokenizer()(["a big red circle on a gray background", "there is a little blue square in the top left"],
+                                 padding="max_length", max_length=77, return_tensors="pt").input_ids
+    x = model.token_embedding(ids) + model.positional_embedding
+    expected = model.ln_final(model.transformer(x, attn_mask=model.attn_mask))
+    assert torch.allclose(hf(input_ids=ids).last_hidden_state, expected, atol=1e-5)
