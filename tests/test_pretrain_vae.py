@@ -13,7 +13,7 @@ from tests.pretrain_tiny import tiny_vae
 
 @torch.no_grad()
 def _loss_on_fixed_batch(vae):
-    _, x = scene_batch(np.random.default_rng(123), 16)  # batches differ a lot (white vs black): fix one
+    _, x = scene_batch(np.random.default_rng(123), 8)  # batches differ a lot (white vs black): fix one
     return float(vae_loss(vae, x, 0.0))
 
 
@@ -24,24 +24,24 @@ class Killed(Exception):
 def test_tiny_vae_trains_and_resumes_exactly(tmp_path, monkeypatch):
     common.seed_everything(tiny_vae().seed)
     before = _loss_on_fixed_batch(build_vae(tiny_vae()))  # the same initialisation the run starts from
-    vae, state = train_vae(tiny_vae(steps=6), tmp_path / "full", progress=False)
+    vae, state = train_vae(tiny_vae(steps=4), tmp_path / "full", progress=False)
     assert _loss_on_fixed_batch(vae) < before
-    # the same run, killed while drawing the batch of step 4 (it checkpoints after every step) ...
+    # the same run, killed while drawing the batch of step 2 (it checkpoints after every step) ...
     real, calls = vae_module.scene_batch, []
 
     def dying(rng, n):
         calls.append(n)
-        if len(calls) == 5:
+        if len(calls) == 3:
             raise Killed
         return real(rng, n)
 
     monkeypatch.setattr(vae_module, "scene_batch", dying)
     with pytest.raises(Killed):
-        train_vae(tiny_vae(steps=6), tmp_path / "killed", progress=False, checkpoint_every_s=0)
+        train_vae(tiny_vae(steps=4), tmp_path / "killed", progress=False, checkpoint_every_s=0)
     monkeypatch.setattr(vae_module, "scene_batch", real)
     # ... and restarted with the same command: it ends where the uninterrupted run ended
-    resumed, state2 = train_vae(tiny_vae(steps=6), tmp_path / "killed", progress=False)
-    assert state2.step == 6 and state2.losses == pytest.approx(state.losses, rel=1e-5)
+    resumed, state2 = train_vae(tiny_vae(steps=4), tmp_path / "killed", progress=False)
+    assert state2.step == 4 and state2.losses == pytest.approx(state.losses, rel=1e-5)
     for a, b in zip(vae.parameters(), resumed.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
 

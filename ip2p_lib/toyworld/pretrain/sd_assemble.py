@@ -56,7 +56,8 @@ def assemble(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, cfg: Any) -
 
     scheduler = EulerAncestralDiscreteScheduler(
         num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
-        prediction_type=cfg.prediction_type, timestep_spacing="trailing")
+        prediction_type=cfg.prediction_type, timestep_spacing="trailing",
+        steps_offset=1)  # unused by trailing spacing; 1 silences diffusers' SD-1.x config check
     return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
                                    scheduler=scheduler, safety_checker=None, feature_extractor=None,
                                    requires_safety_checker=False)
