@@ -19,8 +19,11 @@ def repo_root() -> Path:
 
 
 def figure_dir(profile: str) -> Path:
-    """`figures/<profile>/`, created if needed: every notebook writes its figures here."""
-    path = repo_root() / "figures" / profile
+    """`figures/<profile>/`, created if needed: every notebook writes its figures here.
+
+    `$IP2P_FIGURE_ROOT` replaces `figures/` (the tests point it at a temporary folder)."""
+    root = os.environ.get("IP2P_FIGURE_ROOT")
+    path = (Path(root) if root else repo_root() / "figures") / profile
     path.mkdir(parents=True, exist_ok=True)
     return path
 
