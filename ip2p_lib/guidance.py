@@ -151,7 +151,7 @@ class InstructPix2PixEditor:
             required_file="model_index.json",
             safety_checker=None,
             requires_safety_checker=False,
-            torch_dtype=dtype,
+            dtype=dtype,
         )
         pipe.to(device)
         return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, device, dtype)

@@ -11,7 +11,8 @@ Sizing (`target_size`), two selectable rules:
 - "authors" (instruct-pix2pix `edit_cli.py`): scale so the long side is `resolution`, round
   the short side UP and then both sides DOWN to multiples of `multiple` (64 for SD: the
   VAE's 8x times the UNet's three 2x down-samplings), then centre-crop to that aspect
-  ratio (`ImageOps.fit`, Lanczos). Small inputs are scaled up.
+  ratio (`ImageOps.fit`, Lanczos). Small inputs are scaled up; because the short side is
+  rounded up first, the long side can end above `resolution` (3000x2000 at 512 -> 576x384).
 - "diffusers" (`VaeImageProcessor.preprocess`): keep the size, round each side DOWN to a
   multiple of `multiple` (8 for SD: the VAE factor) and resize (Lanczos, no crop). We add
   one rule diffusers lacks: an input whose long side exceeds `resolution` is first scaled
