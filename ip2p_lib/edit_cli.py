@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, load the model, edit, save."""
     from PIL import Image
 
-    from ip2p_lib.guidance import GUIDANCE_RULES
+    from ip2p_lib.guidance import GUIDANCE_RULES, scheduler_class
     from ip2p_lib.imageprep import SIZING_RULES, load_rgb
 
     if not args.instruction.strip():
@@ -110,17 +110,22 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in Image.registered_extensions():
         raise UserError(f"cannot tell the image format of {output}: give it an extension such as .png or .jpg")
+    scheduler_class(args.scheduler)
     image = load_rgb(args.input)
     device = resolve_device(args.device)
     model = resolve_model(args.model)
 
     import torch
 
-    from ip2p_lib.guidance import InstructPix2PixEditor, make_scheduler
+    import diffusers
+    import transformers
 
+    from ip2p_lib.guidance import InstructPix2PixEditor
+
+    diffusers.utils.logging.disable_progress_bar()  # one progress bar: the denoising steps
+    transformers.utils.logging.disable_progress_bar()
     dtype = torch.float16 if device == "cuda" else torch.float32
     editor = InstructPix2PixEditor.from_pretrained(model, device=device, dtype=dtype)
-    make_scheduler(args.scheduler, editor.scheduler_config)  # fail on a bad name before the run
     result = editor.edit(
         image,
         args.instruction,

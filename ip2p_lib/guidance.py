@@ -87,16 +87,21 @@ SCHEDULERS: dict[str, str] = {
 }
 
 
-def make_scheduler(name: str, config: Any) -> Any:
-    """A fresh diffusers scheduler of kind `name` (a key of `SCHEDULERS` or a class name)
-    from a model folder's scheduler `config` (fresh, because schedulers keep step state)."""
+def scheduler_class(name: str) -> Any:
+    """The diffusers scheduler class for `name`: a key of `SCHEDULERS` or a class name."""
     import diffusers
 
     cls_name = SCHEDULERS.get(name.lower().replace("-", "_"), name)
     cls = getattr(diffusers, cls_name, None)
     if cls is None or not cls_name.endswith("Scheduler"):
         raise UserError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)} or a diffusers scheduler class name")
-    return cls.from_config(config)
+    return cls
+
+
+def make_scheduler(name: str, config: Any) -> Any:
+    """A fresh scheduler of kind `name` from a model folder's scheduler `config` (fresh,
+    because schedulers keep step state)."""
+    return scheduler_class(name).from_config(config)
 
 
 @dataclass
