@@ -26,7 +26,15 @@ NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "06_dual_guidance": {
         "toy": {},
-        "smoke": {"train_steps": 150, "batch": 256, "n_samples": 150, "sample_steps": 40, "n_eval": 450, "edit_steps": 3},
+        "smoke": {
+            "train_steps": 150,
+            "batch": 256,
+            "n_samples": 150,
+            "sample_steps": 40,
+            "n_eval": 270,
+            "edit_steps": 3,
+            "check_scales": [0.0, 1.5, 7.5],
+        },
         "full": {"edit_model": "timbrooks/instruct-pix2pix", "edit_steps": 100, "edit_resolution": 512},
     },
 }
