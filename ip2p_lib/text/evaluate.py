@@ -78,8 +78,9 @@ def instruction_edit(text: str, source: Mapping[str, str | None]) -> tuple[Edit 
 def caption_difference(before: Mapping[str, str | None], after: Mapping[str, str | None]) -> dict[str, tuple]:
     """Attributes that differ between two parsed captions: name -> (before, after).
 
-    A caption names a position only sometimes, so position counts as changed only when the
-    edited caption names one and the input names none or another; dropping it is no change."""
+    A caption names a position only sometimes, so dropping the position phrase is no change;
+    naming a position the input did not name, or another one, is a change (for a move, the
+    one asked for; otherwise an invented fact about the image)."""
     diff = {a: (before[a], after[a]) for a in SCENE_ATTRIBUTES if before[a] != after[a]}
     if after["hpos"] is not None and (before["hpos"], before["vpos"]) != (after["hpos"], after["vpos"]):
         diff["position"] = ((before["hpos"], before["vpos"]), (after["hpos"], after["vpos"]))
