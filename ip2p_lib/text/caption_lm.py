@@ -52,10 +52,10 @@ def make_caption_lm(
     out_dir: str | Path,
     n_captions: int = 4000,
     steps: int = 300,
-    n_layer: int = 2,
-    n_embd: int = 128,
+    n_layer: int = 3,
+    n_embd: int = 96,
     n_head: int = 4,
-    n_positions: int = 128,
+    n_positions: int = 256,
     vocab_size: int = 400,
     batch_size: int = 32,
     lr: float = 3e-3,
@@ -64,7 +64,8 @@ def make_caption_lm(
     """Train a tokenizer and a small GPT-2 on world captions; save both to `out_dir`.
 
     Each training text is one caption followed by `<|endoftext|>`. Returns the first and last
-    loss and the seconds taken. `steps=0` saves the untrained (random) model."""
+    loss and the seconds taken. `steps=0` saves the untrained (random) model. The default
+    architecture is the toy LM's (3 layers, width 96, 256 positions)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
     torch.manual_seed(seed)
@@ -98,3 +99,16 @@ def make_caption_lm(
     tokenizer.save_pretrained(out)
     return {"first_loss": losses[0] if losses else float("nan"), "last_loss": losses[-1] if losses else float("nan"),
             "seconds": time.perf_counter() - start}
+
+
+def resolve_toy_lm(fallback_dir: str | Path, fallback_steps: int = 300) -> tuple[Path, str]:
+    """The toy LM's folder, and a note. If `data/toy/models/lm` is missing (it comes from
+    `ip2p toy pretrain lm`), train a stand-in of the same architecture into `fallback_dir`."""
+    path = toy_lm_path()
+    if (path / "config.json").exists():
+        return path, f"toy LM: {path}"
+    fallback = Path(fallback_dir)
+    if not (fallback / "config.json").exists():
+        make_caption_lm(fallback, steps=fallback_steps)
+    return fallback, (f"NOTE: the toy LM {path} is missing (make it with `ip2p toy pretrain lm`); using a stand-in "
+                      f"of the same architecture pretrained here for {fallback_steps} steps on world captions: {fallback}")

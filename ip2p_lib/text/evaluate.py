@@ -174,3 +174,27 @@ def quality_table(judgements: Sequence[TripleJudgement], seed_instructions: Iter
 def kind_counts(judgements: Sequence[TripleJudgement]) -> Counter:
     """How many consistent triples of each edit kind (is every kind generated?)."""
     return Counter(j.kind for j in judgements if j.consistent)
+
+
+def sample_and_judge(backend: object, captions: Sequence[str], settings: object = None) -> tuple[list[str | None], list[TripleJudgement]]:
+    """One raw completion per caption (no filters, no retries) and the world's verdict on each:
+    the model's own quality, before the paper's filters clean up after it."""
+    from ip2p_lib.text.backends import SamplingSettings
+    from ip2p_lib.text.format import make_prompt
+
+    completions = backend.complete([make_prompt(c) for c in captions], settings or SamplingSettings())  # type: ignore[attr-defined]
+    return completions, [judge_triple(c, o) for c, o in zip(captions, completions)]
+
+
+def markdown_table(rows: Sequence[Mapping[str, object]], columns: Sequence[str] | None = None) -> str:
+    """Rows of dicts as a Markdown table (floats in [0, 1] as percentages)."""
+    columns = list(columns or rows[0].keys())
+
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.1%}" if 0.0 <= v <= 1.0 else f"{v:.3g}"
+        return str(v).replace("\n", "⏎").replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(r.get(c, "")) for c in columns) + " |" for r in rows]
+    return "\n".join(lines)

@@ -105,13 +105,15 @@ def finetune_hf(
     seed: int = 0,
     device: str | None = None,
     max_length: int = 256,
+    dropout: float | None = None,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
 ) -> FinetuneResult:
     """Fine-tune a local causal LM on triples in the authors' format; save it to `out_dir`.
 
     `epochs` defaults to the paper's one (fractions allowed); AdamW with linear warm-up and
-    linear decay; the mean loss per completion token of each step is recorded."""
+    linear decay; the mean loss per completion token of each step is recorded. `dropout`
+    replaces the model's dropout probabilities while fine-tuning (None keeps them)."""
     from tqdm.auto import tqdm
 
     if not triples:
@@ -119,6 +121,10 @@ def finetune_hf(
     torch.manual_seed(seed)
     model, tokenizer = load_causal_lm(model_path, device)
     tokenizer.padding_side = "right"
+    if dropout is not None:
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):
+                module.p = dropout
     examples = [encode_example(tokenizer, t, max_length) for t in triples]
     steps_per_epoch = math.ceil(len(examples) / batch_size)
     total = max(1, round(epochs * steps_per_epoch))
@@ -156,7 +162,7 @@ def finetune_hf(
     tokenizer.padding_side = "left"
     tokenizer.save_pretrained(out)
     settings = dict(base=str(model_path), n_triples=len(triples), epochs=epochs, steps=total,
-                    batch_size=batch_size, lr=lr, warmup=warmup, seed=seed)
+                    batch_size=batch_size, lr=lr, warmup=warmup, dropout=dropout, seed=seed)
     seconds = time.perf_counter() - start
     (out / "finetune.json").write_text(json.dumps({**settings, "seconds": seconds, "losses": losses}, indent=1))
     return FinetuneResult(out, losses, seconds, settings)
