@@ -21,7 +21,7 @@ NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     },
     "01_instructions_and_captions": {
         "toy": {},
-        "smoke": {"epochs": 6, "n_eval": 100, "fallback_steps": 60},
+        "smoke": {"epochs": 5, "n_eval": 60, "fallback_steps": 60},
         "full": {"seed_file": "data/full/human-written-prompts.jsonl", "n_full": 1000},
     },
 }

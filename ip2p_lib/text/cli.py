@@ -34,7 +34,7 @@ def _finetune(args: argparse.Namespace) -> int:
         from ip2p_lib.text.hf_backend import finetune_hf
 
         result = finetune_hf(args.model or toy_lm_path(), triples, args.out or "runs/text/lm-ft", epochs=args.epochs,
-                             batch_size=args.batch_size, lr=args.lr, seed=args.seed)
+                             batch_size=args.batch_size, lr=args.lr, dropout=args.dropout, seed=args.seed)
         print(f"fine-tuned on {len(triples)} triples in {result.seconds:.0f} s; loss "
               f"{result.losses[0]:.3f} -> {result.losses[-1]:.3f}; saved to {result.path}")
         return 0
@@ -99,6 +99,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     f.add_argument("--epochs", type=float, default=1.0, help="the paper's 1 by default")
     f.add_argument("--batch-size", type=int, default=8)
     f.add_argument("--lr", type=float, default=1e-4)
+    f.add_argument("--dropout", type=float, help="hf: dropout while fine-tuning (default: the model's own)")
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--base-url", help="an OpenAI-compatible server (openai backend)")
     f.set_defaults(func=_finetune)

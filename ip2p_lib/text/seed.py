@@ -18,6 +18,8 @@ either name for the caption.
 from __future__ import annotations
 
 import json
+import re
+from functools import lru_cache
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping
 
@@ -25,9 +27,11 @@ import numpy as np
 
 from ip2p_lib.errors import UserError
 from ip2p_lib.paths import data_dir
-from ip2p_lib.toyworld import EDIT_KINDS, Edit, Scene, apply, caption, instruction, sample_edit, sample_scene
+from ip2p_lib.toyworld import (
+    BACKGROUNDS, COLORS, EDIT_KINDS, SHAPES, Edit, Scene, apply, caption, instruction, sample_edit, sample_scene,
+)
 from ip2p_lib.toyworld.captions import CAPTION_TEMPLATES, POSITION_PHRASES
-from ip2p_lib.toyworld.edits import MOVE_TO_PHRASES
+from ip2p_lib.toyworld.edits import MOVE_TO_PHRASES, PHRASINGS
 
 SEED_SIZE = 700
 SEED_FILE = "toy/seed_edits.jsonl"
@@ -79,6 +83,22 @@ EXTRA_PHRASINGS: Mapping[str, tuple[str, ...]] = {
         "move the {shape} over {to}",
     ),
 }
+
+
+@lru_cache(maxsize=1)
+def heldout_patterns() -> tuple[re.Pattern, ...]:
+    """One regular expression per held-out phrasing of the world, its slots filled by any
+    world value or position phrase ("dye the {shape} {color}" -> "dye the (circle|...) (red|...)")."""
+    values = "|".join([*SHAPES, *COLORS, *BACKGROUNDS])
+    where = r"(?:to |in |at |on )?the (?:top|bottom|left|right|center|middle)(?: (?:left|right))?(?: corner)?"
+    slot = rf"(?:{values}|{where})"
+    return tuple(re.compile(re.sub(r"\\\{[a-z_]+\\\}", lambda _: slot, re.escape(template.lower())))
+                 for table in PHRASINGS.values() for template in table["heldout"])
+
+
+def uses_heldout_phrasing(text: str) -> bool:
+    """True if an instruction contains one of the world's held-out phrasings."""
+    return any(p.search(text.lower()) for p in heldout_patterns())
 
 
 def _phrase_key(edit: Edit) -> str:
