@@ -173,3 +173,13 @@ def test_cli_without_an_api_key_says_which_variable_to_set(tmp_path):
                             capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
     assert result.returncode == 2
     assert "OPENAI_API_KEY" in result.stderr and "notebook 01 skips" in result.stderr
+
+
+def test_max_captions_bounds_a_run_that_never_succeeds(tmp_path):
+    class Hopeless(ScriptedBackend):
+        def complete(self, prompts, settings=None):
+            return ["no delimiter"] * len(prompts)
+
+    stats = generate_triples(Hopeless(), toy_captions(seed=3), tmp_path / "o.jsonl", n=5, max_captions=7,
+                             batch_size=3, progress=False)
+    assert stats.written == 0 and stats.captions_tried == 7 and stats.rejected["gave_up"] == 7

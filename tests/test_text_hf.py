@@ -125,3 +125,20 @@ def test_finetune_defaults_to_one_epoch(tiny_lm, tmp_path):
     result = finetune_hf(tiny_lm, triples, tmp_path / "ft", batch_size=8, progress=False)
     assert len(result.losses) == math.ceil(20 / 8) and result.settings["epochs"] == 1.0
     assert (tmp_path / "ft" / "finetune.json").exists() and (tmp_path / "ft" / "config.json").exists()
+
+
+def test_cli_generates_and_resumes_with_a_local_model(memorised_lm, tmp_path, capsys):
+    from ip2p_lib.cli import main
+    from ip2p_lib.text.generate import read_done
+
+    captions = tmp_path / "captions.txt"
+    captions.write_text("\n".join(f"a small red square number {i} against white" for i in range(6)))
+    out = tmp_path / "triples.jsonl"
+    args = ["text", "generate", "--backend", "hf", "--model", str(memorised_lm[0]), "--captions", str(captions),
+            "--out", str(out)]
+    assert main(args + ["--n", "3"]) == 0
+    assert main(args + ["--n", "4"]) == 0
+    records = read_done(out)
+    assert len(records) == 4 and len({r["input"] for r in records}) == 4
+    assert all(r["edit"] == TRIPLE["edit"] and r["output"] == TRIPLE["output"] for r in records)
+    assert "1 new, 3 from before" in capsys.readouterr().out

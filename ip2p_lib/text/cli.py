@@ -68,12 +68,12 @@ def _generate(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, args.model, **options)
     settings = SamplingSettings(temperature=args.temperature, frequency_penalty=args.frequency_penalty)
     stats = generate_triples(backend, caption_source(args.captions, args.seed, exclude), args.out, args.n, settings,
-                             retries=args.retries, batch_size=args.batch_size)
+                             retries=args.retries, batch_size=args.batch_size, max_captions=args.max_captions)
     total = stats.already_done + stats.written
     print(f"{args.out}: {total} triples ({stats.written} new, {stats.already_done} from before) in "
           f"{stats.seconds:.1f} s = {stats.triples_per_second:.2f} triples/s; rejected {json.dumps(stats.rejected)}")
     if total < args.n:
-        print(f"the caption source ran out before {args.n} triples")
+        print(f"stopped at {total} of {args.n} triples: the caption source ran out or --max-captions was reached")
     return 0
 
 
@@ -115,6 +115,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.add_argument("--seed-file", type=Path, help="seed triples whose captions toy generation avoids")
     g.add_argument("--seed", type=int, default=1)
     g.add_argument("--retries", type=int, default=3, help="extra attempts per caption (paper: 3)")
+    g.add_argument("--max-captions", type=int, help="stop after trying this many captions (default: no limit)")
     g.add_argument("--batch-size", type=int, default=64)
     g.add_argument("--temperature", type=float, default=0.7)
     g.add_argument("--frequency-penalty", type=float, default=0.1)

@@ -198,12 +198,14 @@ def generate_triples(
     batch_size: int = 64,
     progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
+    max_captions: int | None = None,
 ) -> GenerationStats:
     """Append triples to `out` until it holds `n` (see the module docstring).
 
     Resumes from `out`: its captions are skipped, so a killed run continues where it stopped.
     `on_record` is called after each record is on disk (a progress hook; the tests use it to
-    simulate a kill)."""
+    simulate a kill). `max_captions` bounds the captions this run tries, so a model that never
+    writes a usable triple cannot loop for ever over an endless source."""
     from tqdm.auto import tqdm
 
     if n < 1:
@@ -218,14 +220,17 @@ def generate_triples(
     start = time.perf_counter()
     stream = (CaptionItem(c) if isinstance(c, str) else c for c in captions)
     try:
-        while count < n:
+        while count < n and (max_captions is None or stats.captions_tried < max_captions):
+            room = min(batch_size, n - count)
+            if max_captions is not None:
+                room = min(room, max_captions - stats.captions_tried)
             batch: list[CaptionItem] = []
             for item in stream:
                 if item.caption in seen:
                     continue
                 seen.add(item.caption)
                 batch.append(item)
-                if len(batch) == min(batch_size, n - count):
+                if len(batch) == room:
                     break
             if not batch:
                 break  # the source ran dry

@@ -249,3 +249,21 @@ class HFBackend:
             texts = self.tokenizer.batch_decode(ids[:, length:], skip_special_tokens=True)
             out += [t.split(settings.stop)[0] for t in texts]
         return out
+
+
+@torch.no_grad()
+def part_losses(model: Any, tokenizer: Any, triples: Sequence[Mapping[str, str]]) -> dict[str, float]:
+    """Mean loss per token of the instruction part and of the edited-caption part of the
+    completion (teacher-forced): where a fine-tuned model is sure and where it is not."""
+    sums = {"instruction": [0.0, 0], "edited_caption": [0.0, 0]}
+    model.eval()
+    for t in triples:
+        ids, labels = encode_example(tokenizer, t)
+        n_prompt = labels.count(-100)
+        n_edit = len(tokenizer(t["edit"] + "\n%%\n", add_special_tokens=False)["input_ids"])
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids], device=model.device)).logits[0].float(), -1)
+        for k in range(n_prompt, len(ids)):
+            part = sums["instruction" if k < n_prompt + n_edit else "edited_caption"]
+            part[0] -= float(logp[k - 1, ids[k]])
+            part[1] += 1
+    return {name: total / max(count, 1) for name, (total, count) in sums.items()}
