@@ -143,3 +143,14 @@ def test_cli_generates_and_resumes_with_a_local_model(memorised_lm, tmp_path, ca
     assert len(records) == 4 and len({r["input"] for r in records}) == 4
     assert [r["input"] for r in records] == variants[:4]
     assert "1 new, 3 from before" in capsys.readouterr().out
+
+
+def test_missing_toy_lm_falls_back_to_a_stand_in_with_a_note(tmp_path, monkeypatch):
+    import ip2p_lib.text.caption_lm as caption_lm
+
+    monkeypatch.setattr(caption_lm, "toy_lm_path", lambda: tmp_path / "absent")
+    path, note = caption_lm.resolve_toy_lm(tmp_path / "fallback", fallback_steps=2, n_captions=300)
+    assert path == tmp_path / "fallback" and "NOTE" in note and "ip2p toy pretrain lm" in note
+    model, tok = load_causal_lm(path, "cpu")
+    assert model.config.n_layer == 3 and model.config.n_embd == 96  # the toy LM's architecture
+    assert tok.decode(tok("a\n##\nb\n%%\nc\nEND")["input_ids"]) == "a\n##\nb\n%%\nc\nEND"  # byte-level: no unknowns

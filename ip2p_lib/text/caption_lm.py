@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -101,14 +101,15 @@ def make_caption_lm(
             "seconds": time.perf_counter() - start}
 
 
-def resolve_toy_lm(fallback_dir: str | Path, fallback_steps: int = 300) -> tuple[Path, str]:
+def resolve_toy_lm(fallback_dir: str | Path, fallback_steps: int = 300, **options: Any) -> tuple[Path, str]:
     """The toy LM's folder, and a note. If `data/toy/models/lm` is missing (it comes from
-    `ip2p toy pretrain lm`), train a stand-in of the same architecture into `fallback_dir`."""
+    `ip2p toy pretrain lm`), train a stand-in of the same architecture into `fallback_dir`
+    (`options` go to `make_caption_lm`)."""
     path = toy_lm_path()
     if (path / "config.json").exists():
         return path, f"toy LM: {path}"
     fallback = Path(fallback_dir)
     if not (fallback / "config.json").exists():
-        make_caption_lm(fallback, steps=fallback_steps)
+        make_caption_lm(fallback, steps=fallback_steps, **options)
     return fallback, (f"NOTE: the toy LM {path} is missing (make it with `ip2p toy pretrain lm`); using a stand-in "
                       f"of the same architecture pretrained here for {fallback_steps} steps on world captions: {fallback}")
