@@ -18,6 +18,7 @@ COMMAND_MODULES: list[str] = [
     "ip2p_lib.toyworld.cli",  # ip2p world
     "ip2p_lib.runner",  # ip2p notebooks
     "ip2p_lib.edit_cli",  # ip2p edit
+    "ip2p_lib.text.cli",  # ip2p text
 ]
 
 

@@ -19,6 +19,11 @@ NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": {"n_grid": 4, "n_oracle": 60, "n_degraded": 40},
         "full": {},
     },
+    "01_instructions_and_captions": {
+        "toy": {},
+        "smoke": {"epochs": 5, "n_eval": 60, "fallback_steps": 60},
+        "full": {"seed_file": "data/full/human-written-prompts.jsonl", "n_full": 1000},
+    },
     "04_unet_surgery": {
         "toy": {},
         "smoke": {"latent_size": 8, "n_trials": 3},
