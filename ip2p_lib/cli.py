@@ -17,6 +17,8 @@ from ip2p_lib.errors import UserError
 COMMAND_MODULES: list[str] = [
     "ip2p_lib.toyworld.cli",  # ip2p world
     "ip2p_lib.runner",  # ip2p notebooks
+    "ip2p_lib.edit_cli",  # ip2p edit
+    "ip2p_lib.text.cli",  # ip2p text
     "ip2p_lib.toyworld.pretrain.cli",  # ip2p toy pretrain
 ]
 

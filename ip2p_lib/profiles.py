@@ -19,6 +19,29 @@ NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": {"n_grid": 4, "n_oracle": 60, "n_degraded": 40},
         "full": {},
     },
+    "01_instructions_and_captions": {
+        "toy": {},
+        "smoke": {"epochs": 5, "n_eval": 60, "fallback_steps": 60},
+        "full": {"seed_file": "data/full/human-written-prompts.jsonl", "n_full": 1000},
+    },
+    "04_unet_surgery": {
+        "toy": {},
+        "smoke": {"latent_size": 8, "n_trials": 3},
+        "full": {"instantiate_sd15": True},
+    },
+    "06_dual_guidance": {
+        "toy": {},
+        "smoke": {
+            "train_steps": 150,
+            "batch": 256,
+            "n_samples": 150,
+            "sample_steps": 40,
+            "n_eval": 270,
+            "edit_steps": 3,
+            "check_scales": [0.0, 1.5, 7.5],
+        },
+        "full": {"edit_model": "timbrooks/instruct-pix2pix", "edit_steps": 100, "edit_resolution": 512},
+    },
 }
 
 

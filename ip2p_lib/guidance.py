@@ -1,0 +1,264 @@
+r"""§3.2.1 Classifier-free guidance with two conditionings, and the editor built on it.
+
+The paper factors the conditional density image-first (Bayes' rule, c_I then c_T):
+
+    log p(z | c_I, c_T) = log p(c_T | c_I, z) + log p(c_I | z) + log p(z) + const,
+
+takes the gradient in z (a score is -eps / sigma, so scores and eps combine alike), and
+puts a scale on each implicit classifier. That is Eq. 3:
+
+    e~(z, c_I, c_T) = e(z, 0, 0)
+                    + s_I * (e(z, c_I, 0) - e(z, 0, 0))      # image classifier  log p(c_I | z)
+                    + s_T * (e(z, c_I, c_T) - e(z, c_I, 0))  # text classifier   log p(c_T | c_I, z)
+
+so sampling with e~ follows p(z) p(c_I | z)^s_I p(c_T | c_I, z)^s_T. One network gives all
+three e(...) because training dropped the text, the image or both (5% each).
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from ip2p_lib.errors import UserError
+
+T = TypeVar("T")  # a torch tensor or a numpy array: Eq. 3 is plain arithmetic
+
+PAPER_STEPS, PAPER_TEXT_GUIDANCE, PAPER_IMAGE_GUIDANCE = 100, 7.5, 1.5
+GUIDANCE_RULES: tuple[str, ...] = ("paper", "diffusers")
+
+
+def dual_cfg(eps_text_image: T, eps_image: T, eps_uncond: T, s_image: float, s_text: float) -> T:
+    """Eq. 3: combine the three branches e(z, c_I, c_T), e(z, c_I, 0), e(z, 0, 0).
+
+    The terms are added in the authors' order (`CFGDenoiser` in their edit_cli.py, and
+    diffusers' pipeline), text term before image term, so results match theirs bit for bit;
+    Eq. 3 prints the image term first, which is the same sum.
+    """
+    return (
+        eps_uncond  # e(z, 0, 0): the unconditional prediction
+        + s_text * (eps_text_image - eps_image)  # s_T * (e(z, c_I, c_T) - e(z, c_I, 0)): text classifier
+        + s_image * (eps_image - eps_uncond)  # s_I * (e(z, c_I, 0) - e(z, 0, 0)): image classifier
+    )
+
+
+def dual_cfg_text_first(eps_text_image: T, eps_text: T, eps_uncond: T, s_image: float, s_text: float) -> T:
+    """The other order, log p(z|c_T,c_I) = log p(c_I|c_T,z) + log p(c_T|z) + log p(z) + const:
+
+        e~ = e(z, 0, 0) + s_T (e(z, 0, c_T) - e(z, 0, 0)) + s_I (e(z, c_I, c_T) - e(z, 0, c_T)).
+
+    It needs the text-only branch e(z, 0, c_T) instead of the image-only one, and equals
+    Eq. 3 only when s_I = s_T (both are then e0 + s (e(z, c_I, c_T) - e0)).
+    """
+    return (
+        eps_uncond  # e(z, 0, 0)
+        + s_text * (eps_text - eps_uncond)  # s_T * (e(z, 0, c_T) - e(z, 0, 0)): text classifier log p(c_T | z)
+        + s_image * (eps_text_image - eps_text)  # s_I * (e(z, c_I, c_T) - e(z, 0, c_T)): image classifier log p(c_I | c_T, z)
+    )
+
+
+def uses_all_branches(s_image: float, s_text: float, rule: str = "paper") -> bool:
+    """Whether a step evaluates the three branches (True) or only e(z, c_I, c_T) (False).
+
+    "paper" (our default, as the authors' code): always Eq. 3 with three branches, for any
+    s_I, s_T. "diffusers": the pipeline's `do_classifier_free_guidance`, on only when
+    s_T > 1 and s_I >= 1; otherwise it returns e(z, c_I, c_T) alone. The two agree whenever
+    s_T > 1 and s_I >= 1, and at s_T = s_I = 1 (Eq. 3 then reduces to e(z, c_I, c_T)); they
+    differ at s_T = 1 with s_I != 1 (diffusers ignores s_I) and whenever s_T < 1 or s_I < 1.
+    """
+    if rule not in GUIDANCE_RULES:
+        raise UserError(f"unknown guidance rule {rule!r}; choose one of {', '.join(GUIDANCE_RULES)}")
+    return rule == "paper" or (s_text > 1.0 and s_image >= 1.0)
+
+
+SCHEDULERS: dict[str, str] = {
+    "euler_ancestral": "EulerAncestralDiscreteScheduler",  # the paper's sampler (k-diffusion's euler_ancestral)
+    "euler": "EulerDiscreteScheduler",
+    "ddim": "DDIMScheduler",
+    "ddpm": "DDPMScheduler",
+    "pndm": "PNDMScheduler",
+    "lms": "LMSDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+    "dpm_solver": "DPMSolverMultistepScheduler",
+    "unipc": "UniPCMultistepScheduler",
+}
+
+
+def scheduler_class(name: str) -> Any:
+    """The diffusers scheduler class for `name`: a key of `SCHEDULERS` or a class name."""
+    import diffusers
+
+    cls_name = SCHEDULERS.get(name.lower().replace("-", "_"), name)
+    cls = getattr(diffusers, cls_name, None)
+    if cls is None or not cls_name.endswith("Scheduler"):
+        raise UserError(f"unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)} or a diffusers scheduler class name")
+    return cls
+
+
+def make_scheduler(name: str, config: Any) -> Any:
+    """A fresh scheduler of kind `name` from a model folder's scheduler `config` (fresh,
+    because schedulers keep step state)."""
+    return scheduler_class(name).from_config(config)
+
+
+@dataclass
+class EditResult:
+    """An edit: the picture, its float pixels in [0, 1] (H, W, 3), the final latent, the seed."""
+
+    image: Any  # PIL.Image.Image
+    array: np.ndarray
+    latents: Any  # torch.Tensor (1, 4, h, w)
+    seed: int | None
+    input_size: tuple[int, int]  # (width, height) after sizing
+
+
+class InstructPix2PixEditor:
+    """Edit an image with an instruction, using any diffusers InstructPix2Pix folder.
+
+    Per step, one batch of three in the authors' order [(c_T, c_I), (0, c_I), (0, 0)]: the
+    null text is the encoding of "", the null image a zero latent. The image latent is the
+    VAE posterior's MODE, NOT multiplied by the VAE scaling factor (0.18215): the authors'
+    training code did this by accident and the released weights depend on it (the noisy
+    latent z_t, in contrast, lives in the scaled space).
+    """
+
+    def __init__(self, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler_config: Any, device: Any = "cpu", dtype: Any = None):
+        import torch
+
+        self.unet, self.vae, self.text_encoder, self.tokenizer = unet, vae, text_encoder, tokenizer
+        self.scheduler_config = scheduler_config
+        self.device = torch.device(device)
+        self.dtype = dtype or unet.dtype
+        self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
+        latent_channels = vae.config.latent_channels
+        if unet.config.in_channels != 2 * latent_channels:
+            raise UserError(
+                f"the UNet takes {unet.config.in_channels} input channels, not {2 * latent_channels} "
+                "(noisy latent + image latent): this is not an InstructPix2Pix model"
+            )
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, device: str = "cpu", dtype: Any = None) -> "InstructPix2PixEditor":
+        """Load a local folder or hub id with `StableDiffusionInstructPix2PixPipeline.from_pretrained`."""
+        import torch
+        from diffusers import StableDiffusionInstructPix2PixPipeline
+
+        from ip2p_lib.hub import from_pretrained
+
+        dtype = dtype or torch.float32
+        pipe = from_pretrained(
+            StableDiffusionInstructPix2PixPipeline,
+            name_or_path,
+            what="InstructPix2Pix model",
+            required_file="model_index.json",
+            safety_checker=None,
+            requires_safety_checker=False,
+            dtype=dtype,
+        )
+        pipe.to(device)
+        return cls(pipe.unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, device, dtype)
+
+    @property
+    def native_resolution(self) -> int:
+        """The training resolution in pixels: UNet sample size x VAE factor (512 for SD 1.5)."""
+        return int(self.unet.config.sample_size) * self.vae_scale_factor
+
+    def size_multiple(self, rule: str) -> int:
+        """64 for SD under "authors" (VAE 8x times UNet 2^3), the VAE factor (8) under "diffusers"."""
+        if rule == "authors":
+            return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
+        return self.vae_scale_factor
+
+    def encode_text(self, instruction: str) -> Any:
+        """CLIP hidden states of [instruction, ""] (c_T and the null text), shape (2, L, D)."""
+        ids = self.tokenizer(
+            [instruction, ""], padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
+        ).input_ids.to(self.device)
+        return self.text_encoder(ids)[0].to(self.dtype)
+
+    def encode_image(self, pixels: Any) -> Any:
+        """E(c_I): the VAE posterior mode of pixels in [-1, 1], unscaled (the authors' quirk)."""
+        return self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mode().to(self.dtype)
+
+    def decode(self, latents: Any) -> Any:
+        """Latent z_0 -> pixels in [0, 1]: undo the 0.18215 scaling, decode, map [-1, 1] to [0, 1]."""
+        image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
+        return (image * 0.5 + 0.5).clamp(0, 1)
+
+    def edit(
+        self,
+        image: Any,
+        instruction: str,
+        steps: int = PAPER_STEPS,
+        text_guidance: float = PAPER_TEXT_GUIDANCE,
+        image_guidance: float = PAPER_IMAGE_GUIDANCE,
+        seed: int | None = None,
+        scheduler: str = "euler_ancestral",
+        resolution: int | None = None,
+        sizing: str = "authors",
+        guidance_rule: str = "paper",
+        eta: float = 0.0,
+        progress: bool = False,
+    ) -> EditResult:
+        """Edit a PIL `image` (any mode) following `instruction`; see the class doc.
+
+        `seed` seeds `torch.Generator("cpu")`, exactly as diffusers' examples do, so the same
+        seed gives diffusers' result (`None`: a random seed, returned in the result).
+        `resolution` defaults to the model's native one; `sizing` is "authors" or "diffusers"
+        (see `ip2p_lib.imageprep`); `guidance_rule` is explained in `uses_all_branches`.
+        """
+        import inspect
+
+        import torch
+        from PIL import Image
+        from tqdm.auto import tqdm
+
+        from ip2p_lib.imageprep import resize_for_model, to_model_tensor, to_rgb
+
+        if not instruction or not instruction.strip():
+            raise UserError("the instruction is empty: say what to change, e.g. 'make it snowy'")
+        if int(steps) < 1:
+            raise UserError(f"steps must be at least 1, got {steps}")
+        if text_guidance < 0 or image_guidance < 0:
+            raise UserError("guidance scales must be >= 0")
+        seed = random.randrange(2**31) if seed is None else int(seed)
+        generator = torch.Generator("cpu").manual_seed(seed)
+        three = uses_all_branches(image_guidance, text_guidance, guidance_rule)
+
+        with torch.inference_mode():
+            rgb = resize_for_model(to_rgb(image), resolution or self.native_resolution, sizing, self.size_multiple(sizing))
+            text = self.encode_text(instruction)  # rows: [c_T, null text]
+            image_latent = self.encode_image(to_model_tensor(rgb))  # E(c_I), unscaled
+            c = image_latent.shape[1]
+
+            # the UNet's input for the whole run: [z_t | image latent], one row per branch;
+            # branches [(c_T, c_I), (0, c_I), (0, 0)], or only (c_T, c_I) when guidance is off
+            rows = 3 if three else 1
+            hidden = text[[0, 1, 1]] if three else text[:1]
+            unet_in = image_latent.new_zeros((rows, 2 * c, *image_latent.shape[2:]))
+            unet_in[:2, c:] = image_latent  # rows (c_T, c_I), (0, c_I); the (0, 0) row keeps a zero latent
+
+            sched = make_scheduler(scheduler, self.scheduler_config)
+            sched.set_timesteps(int(steps), device=self.device)
+            step_params = set(inspect.signature(sched.step).parameters)
+            step_kwargs = {k: v for k, v in (("generator", generator), ("eta", eta)) if k in step_params}
+
+            shape = (1, c, image_latent.shape[2], image_latent.shape[3])
+            latents = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)  # z_T ~ N(0, I)
+            latents = latents * sched.init_noise_sigma
+
+            for t in tqdm(sched.timesteps, desc="edit", disable=not progress, leave=False):
+                unet_in[:, :c] = sched.scale_model_input(latents, t)  # z_t, scaled as the sampler needs
+                eps = self.unet(unet_in, t, encoder_hidden_states=hidden, return_dict=False)[0]
+                if three:
+                    eps_text_image, eps_image, eps_uncond = eps.chunk(3)  # e(z,c_I,c_T), e(z,c_I,0), e(z,0,0)
+                    eps = dual_cfg(eps_text_image, eps_image, eps_uncond, image_guidance, text_guidance)  # Eq. 3
+                latents = sched.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+
+            pixels = self.decode(latents)
+        array = pixels[0].permute(1, 2, 0).float().cpu().numpy()
+        picture = Image.fromarray((array * 255).round().astype("uint8"))
+        return EditResult(picture, array, latents, seed, rgb.size)

@@ -1,0 +1,134 @@
+"""Tiny, randomly initialised diffusers models with the shapes of the real ones.
+
+Tests, benchmarks and the notebooks' fallbacks need an InstructPix2Pix folder (8-channel
+UNet + VAE + CLIP text encoder + tokenizer + scheduler) that loads with the real
+`StableDiffusionInstructPix2PixPipeline.from_pretrained`, offline and in a second. These
+builders make one from scratch: same classes and folder layout as `timbrooks/instruct-pix2pix`,
+only the sizes are small and the weights random. `SD15_UNET_CONFIG` is Stable Diffusion 1.5's
+UNet config, for counting parameters without downloading anything.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+# Stable Diffusion v1.5's UNet (stable-diffusion-v1-5/stable-diffusion-v1-5, unet/config.json).
+SD15_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
+
+
+def tiny_unet_config(in_channels: int = 4, cross_attention_dim: int = 32, sample_size: int = 8) -> dict[str, Any]:
+    """An SD-shaped UNet config (cross-attention down/up blocks) small enough for a CPU test."""
+    return {
+        "sample_size": sample_size,
+        "in_channels": in_channels,
+        "out_channels": 4,
+        "layers_per_block": 1,
+        "block_out_channels": (32, 32),
+        "down_block_types": ("CrossAttnDownBlock2D", "DownBlock2D"),
+        "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D"),
+        "cross_attention_dim": cross_attention_dim,
+        "attention_head_dim": 4,
+        "norm_num_groups": 8,
+    }
+
+
+def tiny_clip_tokenizer(model_max_length: int = 16):
+    """A real `CLIPTokenizer` with a tiny byte-level vocabulary (every byte, as a word piece and
+    as a word end, plus a few merges), so sentences tokenize into many tokens, fully offline."""
+    from transformers import CLIPTokenizer
+
+    chars = _byte_unicode_chars()
+    vocab: dict[str, int] = {}
+    for c in chars:
+        vocab[c] = len(vocab)
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    merges = [("m", "a"), ("ma", "k"), ("r", "e"), ("re", "d</w>"), ("t", "h"), ("th", "e</w>")]
+    for a, b in merges:
+        vocab[a + b] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
+
+
+def _byte_unicode_chars() -> list[str]:
+    """The 256 printable stand-ins that byte-level BPE (GPT-2, CLIP) uses for the 256 bytes."""
+    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    codes, extra = list(keep), 0
+    for b in range(256):
+        if b not in keep:
+            codes.append(256 + extra)
+            extra += 1
+    return [chr(c) for c in codes]
+
+
+def build_tiny_ip2p(folder: str | Path, seed: int = 0, unet_sample_size: int = 8) -> Path:
+    """Save a random, tiny InstructPix2Pix pipeline folder and return its path.
+
+    8-channel UNet (32/32 channels), a 2-block VAE (scale factor 2), a 2-layer CLIP text
+    encoder of width 32, the tiny tokenizer and SD's Euler ancestral scheduler config.
+    `StableDiffusionInstructPix2PixPipeline.from_pretrained(folder)` loads it.
+    """
+    import torch
+    from diffusers import (
+        AutoencoderKL,
+        EulerAncestralDiscreteScheduler,
+        StableDiffusionInstructPix2PixPipeline,
+        UNet2DConditionModel,
+    )
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    tokenizer = tiny_clip_tokenizer()
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer),
+            hidden_size=32,
+            intermediate_size=37,
+            num_attention_heads=4,
+            num_hidden_layers=2,
+            max_position_embeddings=tokenizer.model_max_length,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        )
+    ).eval()
+    unet = UNet2DConditionModel(**tiny_unet_config(in_channels=8, sample_size=unet_sample_size))
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D", "DownEncoderBlock2D"),
+        up_block_types=("UpDecoderBlock2D", "UpDecoderBlock2D"),
+        block_out_channels=(8, 16),
+        latent_channels=4,
+        norm_num_groups=8,
+        sample_size=unet_sample_size * 2,
+    )
+    scheduler = EulerAncestralDiscreteScheduler(
+        num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear"
+    )
+    pipe = StableDiffusionInstructPix2PixPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    folder = Path(folder)
+    pipe.save_pretrained(folder)
+    return folder

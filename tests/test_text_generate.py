@@ -1,0 +1,185 @@
+"""Generation at scale: the paper's filters, retries, de-duplication, resuming after a kill."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ip2p_lib.errors import UserError
+from ip2p_lib.text.backends import WordListModeration, make_backend
+from ip2p_lib.text.format import PROMPT_END
+from ip2p_lib.text.generate import (
+    CaptionItem,
+    caption_source,
+    dataset_captions,
+    file_captions,
+    generate_triples,
+    read_done,
+    toy_captions,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+class ScriptedBackend:
+    """Completions depend on the prompt only (deterministic), with scripted failures."""
+
+    name = "scripted"
+
+    def __init__(self, script=None, flagged_words=("forbidden",)):
+        self.script = {k: list(v) for k, v in (script or {}).items()}  # caption -> completions to return first
+        self.asked: list[str] = []
+        self.moderation = WordListModeration(flagged_words)
+
+    def complete(self, prompts, settings=None):
+        out = []
+        for p in prompts:
+            cap = p[: -len(PROMPT_END)]
+            self.asked.append(cap)
+            queue = self.script.get(cap)
+            out.append(queue.pop(0) if queue else f"make it blue\n%%\n{cap} in blue")
+        return out
+
+    def moderate(self, texts):
+        return self.moderation(texts)
+
+
+def _captions(n):
+    return [f"caption number {i}" for i in range(n)]
+
+
+def test_filters_retries_and_moderation(tmp_path):
+    script = {
+        "caption number 0": ["no delimiter", "a\n%%\nb\n%%\nc", "fixed\n%%\nnew caption"],  # 2 bad, then good
+        "caption number 1": ["same\n%%\nCaption number 1."] * 10,  # always unchanged: given up after 1 + 3
+        "caption number 2": ["make it forbidden\n%%\nsomething else", "ok\n%%\nsomething else"],  # flagged output
+    }
+    backend = ScriptedBackend(script)
+    caps = _captions(4) + ["a forbidden caption"]  # flagged input: never sent to the model
+    stats = generate_triples(backend, caps, tmp_path / "out.jsonl", n=10, retries=3, progress=False)
+    records = read_done(tmp_path / "out.jsonl")
+    # first tries are written first, retried captions after them
+    assert [r["input"] for r in records] == ["caption number 3", "caption number 2", "caption number 0"]
+    by_input = {r["input"]: r for r in records}
+    assert by_input["caption number 0"] == {"input": "caption number 0", "edit": "fixed", "output": "new caption"}
+    assert by_input["caption number 2"]["edit"] == "ok"
+    assert backend.asked.count("caption number 1") == 4  # 1 try + 3 retries
+    assert "a forbidden caption" not in backend.asked
+    assert stats.rejected == {"malformed": 2, "unchanged": 4, "flagged": 2, "gave_up": 1}
+    assert stats.written == 3
+
+
+def test_deduplicates_by_caption_and_stops_at_n(tmp_path):
+    caps = ["a", "b", "a", "c", "b", "d", "e"]
+    stats = generate_triples(ScriptedBackend(), caps, tmp_path / "o.jsonl", n=4, batch_size=2, progress=False)
+    assert [r["input"] for r in read_done(tmp_path / "o.jsonl")] == ["a", "b", "c", "d"]
+    assert stats.written == 4
+
+
+def test_url_is_kept_when_the_source_has_one(tmp_path):
+    generate_triples(ScriptedBackend(), [CaptionItem("a photo", "http://x/1.jpg")], tmp_path / "o.jsonl", n=1, progress=False)
+    assert read_done(tmp_path / "o.jsonl")[0]["url"] == "http://x/1.jpg"
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("kill_after", [0, 1, 7, 19])
+def test_a_killed_run_resumes_without_losing_or_duplicating(tmp_path, kill_after):
+    caps = _captions(40)
+    reference = tmp_path / "reference.jsonl"
+    generate_triples(ScriptedBackend(), caps, reference, n=20, batch_size=6, progress=False)
+
+    out = tmp_path / "killed.jsonl"
+
+    def die(record, seen=[]):
+        seen.append(record)
+        if len(seen) > kill_after:
+            raise Killed
+
+    with pytest.raises(Killed):
+        generate_triples(ScriptedBackend(), caps, out, n=20, batch_size=6, progress=False, on_record=die)
+    # the kill came mid-write: half a record, no newline, at the end of the file
+    with out.open("a") as f:
+        f.write('{"input": "caption number 39", "edit": "hal')
+    stats = generate_triples(ScriptedBackend(), caps, out, n=20, batch_size=6, progress=False)
+    assert stats.already_done == kill_after + 1
+    assert out.read_text().endswith("\n") and "hal\"" not in out.read_text() and '"hal' not in out.read_text()
+    assert read_done(out) == read_done(reference)
+    assert len({r["input"] for r in read_done(out)}) == 20
+    # a finished file is left alone
+    again = generate_triples(ScriptedBackend(), caps, out, n=20, progress=False)
+    assert again.written == 0 and read_done(out) == read_done(reference)
+
+
+def test_read_done_truncates_only_a_partial_last_line(tmp_path):
+    path = tmp_path / "f.jsonl"
+    path.write_text('{"input": "a"}\n{"input": "b"}\n{"inp')
+    assert [r["input"] for r in read_done(path)] == ["a", "b"]
+    assert path.read_text() == '{"input": "a"}\n{"input": "b"}\n'
+    path.write_text('{"input": "a"}\nnot json\n')
+    with pytest.raises(UserError, match="not JSON"):
+        read_done(path)
+
+
+def test_toy_captions_are_seeded_distinct_and_avoid_the_seed_set():
+    from ip2p_lib.text.seed import load_seed_set
+
+    seed_caps = {t["input"] for t in load_seed_set()}
+    first = [c.caption for c, _ in zip(toy_captions(seed=1, exclude=seed_caps), range(2000))]
+    assert len(set(first)) == 2000 and not set(first) & seed_caps
+    assert first[:50] == [c.caption for c, _ in zip(caption_source("toy", 1, seed_caps), range(50))]
+
+
+def test_file_sources(tmp_path):
+    txt = tmp_path / "c.txt"
+    txt.write_text("a dog\n\na cat\n")
+    assert [c.caption for c in file_captions(txt)] == ["a dog", "a cat"]
+    jl = tmp_path / "c.jsonl"
+    jl.write_text(json.dumps({"TEXT": "a bird", "URL": "http://b"}) + "\n" + json.dumps({"caption": "a fish"}) + "\n")
+    assert [(c.caption, c.url) for c in caption_source(str(jl))] == [("a bird", "http://b"), ("a fish", None)]
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(UserError, match="no captions"):
+        file_captions(tmp_path / "empty.txt")
+
+
+def test_hub_dataset_offline_is_a_clear_user_error(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="network access"):
+        dataset_captions("ChristophSchuhmann/improved_aesthetics_6.5plus")
+
+
+def test_unknown_backend_is_a_user_error():
+    with pytest.raises(UserError, match="unknown backend"):
+        make_backend("gpt5", "x")
+
+
+def _ip2p(*args, env=None):
+    env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "ip2p_lib.cli", *args], capture_output=True, text=True, env=env,
+                          cwd=ROOT, timeout=120)
+
+
+def test_cli_without_an_api_key_says_which_variable_to_set(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "OPENAI_API_KEY"}
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run([sys.executable, "-m", "ip2p_lib.cli", "text", "generate", "--backend", "openai",
+                             "--model", "ft:x", "--captions", "toy", "--n", "2", "--out", str(tmp_path / "o.jsonl")],
+                            capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 2
+    assert "OPENAI_API_KEY" in result.stderr and "notebook 01 skips" in result.stderr
+
+
+def test_max_captions_bounds_a_run_that_never_succeeds(tmp_path):
+    class Hopeless(ScriptedBackend):
+        def complete(self, prompts, settings=None):
+            return ["no delimiter"] * len(prompts)
+
+    stats = generate_triples(Hopeless(), toy_captions(seed=3), tmp_path / "o.jsonl", n=5, max_captions=7,
+                             batch_size=3, progress=False)
+    assert stats.written == 0 and stats.captions_tried == 7 and stats.rejected["gave_up"] == 7
