@@ -45,11 +45,13 @@ def toy_model_dir(role: str) -> Path:
 
 
 def _hub_error(what: str, repo: str, err: Exception) -> UserError:
+    """One-line error for a full-profile model that is not on this machine (see `hub.download_hint`)."""
+    from ip2p_lib.hub import download_hint
+
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
-    hint = " (HF_HUB_OFFLINE is set, so nothing is downloaded)" if offline else ""
-    return UserError(f"{what} is not available on this machine{hint}: download it once with network access, "
-                     f"e.g. `hf download {repo}` (or `huggingface-cli download {repo}`), then run again "
-                     f"[{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}]")
+    where = "is not in the local Hugging Face cache (offline mode)" if offline else "is not available on this machine"
+    detail = str(err).splitlines()[0][:200] if str(err) else ""
+    return UserError(f"{what} {where}: {download_hint(repo)} [{type(err).__name__}: {detail}]")
 
 
 def load_sd(profile: str = "toy", **kwargs: Any) -> Any:
