@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,21 +33,6 @@ def world_captions(n: int, seed: int = 0) -> list[str]:
     return [random_caption(sample_scene(rng), rng) for _ in range(n)]
 
 
-def train_tokenizer(texts: Sequence[str], vocab_size: int = 400) -> "object":
-    """A byte-level BPE tokenizer trained on `texts`, wrapped as a transformers fast tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<|endoftext|>"],
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
-    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>",
-                                   unk_token="<|endoftext|>", pad_token="<|endoftext|>")
-
-
 def make_caption_lm(
     out_dir: str | Path,
     n_captions: int = 4000,
@@ -66,14 +51,13 @@ def make_caption_lm(
     Each training text is one caption followed by `<|endoftext|>`. Returns the first and last
     loss and the seconds taken. `steps=0` saves the untrained (random) model. The default
     architecture is the toy LM's (3 layers, width 96, 256 positions)."""
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from ip2p_lib.toyworld.pretrain.lm import LMConfig, build_lm, train_bpe
 
     torch.manual_seed(seed)
     captions = world_captions(n_captions, seed)
-    tokenizer = train_tokenizer(captions, vocab_size)
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=n_positions, n_embd=n_embd, n_layer=n_layer,
-                        n_head=n_head, bos_token_id=tokenizer.eos_token_id, eos_token_id=tokenizer.eos_token_id)
-    model = GPT2LMHeadModel(config)
+    tokenizer = train_bpe(captions, vocab_size)
+    cfg = LMConfig(vocab_size=vocab_size, n_embd=n_embd, n_layer=n_layer, n_head=n_head, n_positions=n_positions)
+    model = build_lm(cfg, len(tokenizer))
     encoded = [tokenizer(c + tokenizer.eos_token)["input_ids"] for c in captions]
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     rng = np.random.default_rng(seed)

@@ -77,20 +77,25 @@ def document(rng: np.random.Generator) -> str:
     return "\n".join(random_caption(sample_scene(rng), rng) for _ in range(rng.integers(2, 6)))
 
 
-def train_tokenizer(cfg: LMConfig) -> Any:
-    """A byte-level BPE (`tokenizers`) trained on world text, wrapped as a transformers tokenizer."""
+def train_bpe(texts: list[str], vocab_size: int) -> Any:
+    """A byte-level BPE (`tokenizers`) trained on `texts`, wrapped as a transformers tokenizer
+    whose one special token, `<|endoftext|>`, serves as BOS, EOS, pad and unk."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    rng = np.random.default_rng([cfg.seed, 10**9])
-    texts = [document(rng) for _ in range(cfg.tokenizer_docs)]
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=cfg.vocab_size, special_tokens=[EOS],
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=[EOS],
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     tok.train_from_iterator(texts, trainer)
     return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token=EOS, eos_token=EOS, pad_token=EOS, unk_token=EOS)
+
+
+def train_tokenizer(cfg: LMConfig) -> Any:
+    """The toy LM's tokenizer: `train_bpe` on `cfg.tokenizer_docs` world documents (deterministic)."""
+    rng = np.random.default_rng([cfg.seed, 10**9])
+    return train_bpe([document(rng) for _ in range(cfg.tokenizer_docs)], cfg.vocab_size)
 
 
 def build_lm(cfg: LMConfig, vocab_size: int) -> Any:
