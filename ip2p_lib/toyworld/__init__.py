@@ -19,7 +19,7 @@ from ip2p_lib.toyworld.oracle import (
     edit_score,
     judge,
 )
-from ip2p_lib.toyworld.render import render, render_batch
+from ip2p_lib.toyworld.render import render
 from ip2p_lib.toyworld.scene import (
     BACKGROUNDS,
     COLORS,
@@ -36,6 +36,6 @@ __all__ = [
     "BACKGROUNDS", "COLORS", "EDIT_KINDS", "HORIZONTAL", "SHAPES", "SIZES", "VERTICAL",
     "CaptionParseError", "Edit", "EditScore", "Judgement", "Scene",
     "apply", "attribute_accuracy", "caption", "degradation_curve", "degrade", "edit_score", "instruction", "judge",
-    "parse_caption", "possible_edits", "random_caption", "render", "render_batch",
+    "parse_caption", "possible_edits", "random_caption", "render",
     "sample_edit", "sample_scene", "sample_scenes",
 ]

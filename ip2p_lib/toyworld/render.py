@@ -8,8 +8,6 @@ sample points inside the pixel. Same scene, same resolution -> same bytes, on an
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Sequence
-
 import numpy as np
 
 from ip2p_lib.toyworld.scene import BACKGROUNDS, COLORS, SIZE_RADIUS, Scene
@@ -58,7 +56,3 @@ def render(scene: Scene, resolution: int = 64) -> np.ndarray:
     bg = np.asarray(BACKGROUNDS[scene.background], dtype=np.float32)
     return np.rint(bg + alpha * (fg - bg)).astype(np.uint8)
 
-
-def render_batch(scenes: Sequence[Scene], resolution: int = 64) -> np.ndarray:
-    """Several scenes stacked: uint8 array (N, resolution, resolution, 3)."""
-    return np.stack([render(s, resolution) for s in scenes])
