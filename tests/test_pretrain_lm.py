@@ -4,7 +4,10 @@ and a tiny run lowers its loss."""
 import numpy as np
 
 from ip2p_lib.toyworld import parse_caption
-from ip2p_lib.toyworld.pretrain.lm import document, evaluate_lm, train_lm, train_tokenizer
+import pytest
+
+from ip2p_lib.text.evaluate import caption_difference
+from ip2p_lib.toyworld.pretrain.lm import document, evaluate_lm, series, train_lm, train_tokenizer
 from tests.pretrain_tiny import tiny_lm
 
 
@@ -14,12 +17,28 @@ def test_tokenizer_round_trips_the_fine_tuning_format():
     assert tok.decode(tok(text).input_ids) == text
 
 
-def test_pretraining_documents_start_with_a_caption_and_hold_no_edit_format():
+INSTRUCTION_WORDS = {"make", "change", "turn", "move", "put", "give", "swap", "use", "replace", "please", "instead", "should"}
+
+
+@pytest.mark.parametrize("p_series", [0.0, 0.5])
+def test_pretraining_documents_start_with_a_caption_and_hold_no_edit_format(p_series):
     rng = np.random.default_rng(0)
     for _ in range(300):
-        doc = document(rng)
+        doc = document(rng, p_series)
         parse_caption(doc.split("\n")[0])
-        assert "##" not in doc and "%%" not in doc and "END" not in doc and "make" not in doc
+        assert "##" not in doc and "%%" not in doc and "END" not in doc
+        assert not INSTRUCTION_WORDS & set(doc.replace("\n", " ").split()), doc
+
+
+def test_series_lists_captions_in_one_wording_each_one_attribute_away_from_the_last():
+    rng = np.random.default_rng(1)
+    for _ in range(200):
+        lines = series(rng).split("\n")
+        assert 2 <= len(lines) <= 5
+        parsed = [parse_caption(line) for line in lines]
+        for a, b, line_a, line_b in zip(parsed, parsed[1:], lines, lines[1:]):
+            assert len(caption_difference(a, b)) == 1, (line_a, line_b)
+            assert line_a.split()[:2] == line_b.split()[:2] or line_a.split()[-2:] == line_b.split()[-2:], (line_a, line_b)
 
 
 def test_tiny_lm_lowers_its_loss(tmp_path):

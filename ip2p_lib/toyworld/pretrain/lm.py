@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ip2p_lib.toyworld import (BACKGROUNDS, COLORS, SHAPES, CaptionParseError, Scene, parse_caption,
-                               random_caption, sample_scene)
-from ip2p_lib.toyworld.captions import POSITION_PHRASES, SIZE_WORDS
+from ip2p_lib.toyworld import (EDIT_KINDS, CaptionParseError, Scene, apply, caption, parse_caption, random_caption,
+                               sample_edit, sample_scene)
+from ip2p_lib.toyworld.captions import CAPTION_TEMPLATES, POSITION_PHRASES, SIZE_WORDS
 from ip2p_lib.toyworld.pretrain import common
 
 EOS = "<|endoftext|>"
@@ -42,6 +42,7 @@ class LMConfig:
     n_layer: int = 3
     n_head: int = 4
     n_positions: int = 256
+    p_series: float = 0.0
     tokenizer_docs: int = 5000
     steps: int = 600
     batch_size: int = 32
@@ -64,10 +65,30 @@ def describe(scene: Scene, rng: np.random.Generator) -> str:
     return " ".join(sentences[i] for i in order)
 
 
-def document(rng: np.random.Generator) -> str:
-    """One pretraining document: a caption; a caption and a description; or a list of captions.
+def series(rng: np.random.Generator) -> str:
+    """A gallery of similar pictures, one caption per line in one wording: each picture differs
+    from the one above in one attribute (a catalogue: "a red t-shirt / a blue t-shirt").
+
+    Web text is full of such near-duplicate lists; they are where a language model learns that
+    a caption can be copied with one word changed. There is no instruction in it."""
+    scene = sample_scene(rng)
+    variant = dict(template=int(rng.integers(len(CAPTION_TEMPLATES))), with_position=bool(rng.uniform() < 0.5),
+                   size_synonym=int(rng.integers(2)), position_variant=int(rng.integers(2)))
+    kinds = EDIT_KINDS if variant["with_position"] else tuple(k for k in EDIT_KINDS if k != "move")
+    lines = [caption(scene, **variant)]
+    for _ in range(int(rng.integers(1, 5))):
+        scene = apply(scene, sample_edit(scene, rng, kinds=kinds))
+        lines.append(caption(scene, **variant))
+    return "\n".join(lines)
+
+
+def document(rng: np.random.Generator, p_series: float = 0.0) -> str:
+    """One pretraining document: a caption; a caption and a description; a list of captions;
+    or (with probability `p_series`) a `series` of similar pictures.
 
     The first line is always a caption, so free-running samples can be scored by parsing it."""
+    if p_series and rng.uniform() < p_series:
+        return series(rng)
     kind = rng.integers(3)
     scene = sample_scene(rng)
     if kind == 0:
@@ -95,7 +116,7 @@ def train_bpe(texts: list[str], vocab_size: int) -> Any:
 def train_tokenizer(cfg: LMConfig) -> Any:
     """The toy LM's tokenizer: `train_bpe` on `cfg.tokenizer_docs` world documents (deterministic)."""
     rng = np.random.default_rng([cfg.seed, 10**9])
-    return train_bpe([document(rng) for _ in range(cfg.tokenizer_docs)], cfg.vocab_size)
+    return train_bpe([document(rng, cfg.p_series) for _ in range(cfg.tokenizer_docs)], cfg.vocab_size)
 
 
 def build_lm(cfg: LMConfig, vocab_size: int) -> Any:
@@ -129,7 +150,7 @@ def train_lm(cfg: LMConfig, run_dir: Path, progress: bool = True, checkpoint_eve
 
     def step_fn(step: int) -> torch.Tensor:
         rng, _ = common.step_rng(cfg.seed, step)
-        x, labels = encode_docs(tokenizer, [document(rng) for _ in range(cfg.batch_size)])
+        x, labels = encode_docs(tokenizer, [document(rng, cfg.p_series) for _ in range(cfg.batch_size)])
         return model(input_ids=x, attention_mask=(labels != -100).long(), labels=labels).loss
 
     state = common.train(step_fn, model, opt, sched, cfg.steps, Path(run_dir), cfg.to_dict(),
