@@ -10,6 +10,12 @@ Its tokenizer is a byte-level BPE trained with the `tokenizers` library on the s
 Byte-level BPE represents every byte, so newlines survive and the paper's fine-tuning
 format (`input\\n##\\n`, `edit\\n%%\\noutput\\nEND`) is expressible later without new tokens.
 
+A quarter of the documents are *series* (`series`): captions of similar pictures in one
+wording, each one attribute away from the line above, as in a catalogue. GPT-3 has read
+countless such near-duplicate lists; without them the toy LM only knows that after a newline
+comes an unrelated caption, and after fine-tuning it copies the input caption badly (notebook
+01 measures the difference: 55% consistent triples without series, 71% with).
+
 Objective: next-token cross-entropy, L = -1/N sum_t log p(x_t | x_<t).
 """
 
@@ -42,9 +48,9 @@ class LMConfig:
     n_layer: int = 3
     n_head: int = 4
     n_positions: int = 256
-    p_series: float = 0.0
+    p_series: float = 0.25
     tokenizer_docs: int = 5000
-    steps: int = 600
+    steps: int = 1200
     batch_size: int = 32
     lr: float = 2e-3
     warmup: int = 50
@@ -202,8 +208,10 @@ def main(run_dir: Path, out: Path | None, cfg: LMConfig, threads: int = 2, progr
             "What it stands in for": "GPT-3 `davinci` before the paper fine-tunes it on human-written triples.",
             "Config": {**cfg.to_dict(), "parameters": sum(p.numel() for p in model.parameters()), "tokenizer_vocab": len(tokenizer)},
             "Training": {"steps": state.step, "train_wall_s": round(state.elapsed_s), "machine": common.machine(),
-                         "data": "documents of world text: a caption; a caption then descriptive sentences; or 2-5 captions "
-                                 "one per line. No edit instructions, no triples.",
+                         "data": f"documents of world text: a caption; a caption then descriptive sentences; 2-5 captions "
+                                 f"one per line; and ({cfg.p_series:.0%} of documents) a series: 2-5 captions of similar "
+                                 f"pictures in one wording, each one attribute away from the line above. No edit "
+                                 f"instructions, no triples.",
                          "loss_first_last": common.loss_summary(state.losses)},
             "Quality": {k: round(v, 4) for k, v in metrics.items()},
             "Samples (free-running, temperature 1, first line)": "\n".join(f"- `{s}`" for s in samples),
