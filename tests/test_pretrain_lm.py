@@ -2,11 +2,10 @@
 and a tiny run lowers its loss."""
 
 import numpy as np
-
-from ip2p_lib.toyworld import parse_caption
 import pytest
 
 from ip2p_lib.text.evaluate import caption_difference
+from ip2p_lib.toyworld import parse_caption
 from ip2p_lib.toyworld.pretrain.lm import document, evaluate_lm, series, train_lm, train_tokenizer
 from tests.pretrain_tiny import tiny_lm
 

@@ -9,7 +9,7 @@ that is what lets notebook 01 score generated captions exactly.
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -61,15 +61,20 @@ def caption(
     return CAPTION_TEMPLATES[template % len(CAPTION_TEMPLATES)].format(obj=obj, bg=scene.background)
 
 
-def random_caption(scene: Scene, rng: np.random.Generator, p_position: float = 0.5) -> str:
-    """A caption with every variant drawn at random; the position phrase with `p_position`."""
-    return caption(
-        scene,
+def random_caption_variant(rng: np.random.Generator, p_position: float = 0.5) -> dict[str, Any]:
+    """The keyword arguments of `caption` drawn at random (the position phrase with `p_position`):
+    keep them to describe several scenes in one wording."""
+    return dict(
         template=int(rng.integers(len(CAPTION_TEMPLATES))),
         with_position=bool(rng.uniform() < p_position),
         size_synonym=int(rng.integers(2)),
         position_variant=int(rng.integers(2)),
     )
+
+
+def random_caption(scene: Scene, rng: np.random.Generator, p_position: float = 0.5) -> str:
+    """A caption with every variant drawn at random; the position phrase with `p_position`."""
+    return caption(scene, **random_caption_variant(rng, p_position))
 
 
 def _vocabulary() -> frozenset[str]:

@@ -33,7 +33,7 @@ import torch
 
 from ip2p_lib.toyworld import (EDIT_KINDS, CaptionParseError, Scene, apply, caption, parse_caption, random_caption,
                                sample_edit, sample_scene)
-from ip2p_lib.toyworld.captions import CAPTION_TEMPLATES, POSITION_PHRASES, SIZE_WORDS
+from ip2p_lib.toyworld.captions import POSITION_PHRASES, SIZE_WORDS, random_caption_variant
 from ip2p_lib.toyworld.pretrain import common
 
 EOS = "<|endoftext|>"
@@ -78,8 +78,7 @@ def series(rng: np.random.Generator) -> str:
     Web text is full of such near-duplicate lists; they are where a language model learns that
     a caption can be copied with one word changed. There is no instruction in it."""
     scene = sample_scene(rng)
-    variant = dict(template=int(rng.integers(len(CAPTION_TEMPLATES))), with_position=bool(rng.uniform() < 0.5),
-                   size_synonym=int(rng.integers(2)), position_variant=int(rng.integers(2)))
+    variant = random_caption_variant(rng)
     kinds = EDIT_KINDS if variant["with_position"] else tuple(k for k in EDIT_KINDS if k != "move")
     lines = [caption(scene, **variant)]
     for _ in range(int(rng.integers(1, 5))):
@@ -90,7 +89,8 @@ def series(rng: np.random.Generator) -> str:
 
 def document(rng: np.random.Generator, p_series: float = 0.0) -> str:
     """One pretraining document: a caption; a caption and a description; a list of captions;
-    or (with probability `p_series`) a `series` of similar pictures.
+    or (with probability `p_series`) a `series` of similar pictures. `evaluate_lm` scores
+    perplexity with `p_series=0`, so models pretrained with and without series compare.
 
     The first line is always a caption, so free-running samples can be scored by parsing it."""
     if p_series and rng.uniform() < p_series:
