@@ -35,8 +35,8 @@ def main() -> None:
     from diffusers import StableDiffusionInstructPix2PixPipeline
     from diffusers.utils import logging as dlogging
 
-    from ip2p_lib.guidance import InstructPix2PixEditor
-    from ip2p_lib.random_models import build_tiny_ip2p
+    from ip2p_lib.editor import InstructPix2PixEditor
+    from ip2p_lib.infra.random_models import build_tiny_ip2p
 
     dlogging.set_verbosity_error()
     tmp = None

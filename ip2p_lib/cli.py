@@ -12,12 +12,12 @@ import importlib
 import sys
 from typing import Sequence
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 
 COMMAND_MODULES: list[str] = [
     "ip2p_lib.toyworld.cli",  # ip2p world
-    "ip2p_lib.runner",  # ip2p notebooks
-    "ip2p_lib.edit_cli",  # ip2p edit
+    "ip2p_lib.infra.runner",  # ip2p notebooks
+    "ip2p_lib.editor.cli",  # ip2p edit
     "ip2p_lib.text.cli",  # ip2p text
     "ip2p_lib.toyworld.pretrain.cli",  # ip2p toy pretrain
 ]

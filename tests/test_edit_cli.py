@@ -69,7 +69,7 @@ def test_output_without_an_image_extension(photo, tmp_path, tiny_ip2p_dir, capsy
 def test_models_that_are_not_available(photo, tmp_path, offline, monkeypatch, capsys):  # noqa: F811
     assert _edit(model="ip2p-tests-nobody/not-cached-model-91c", inp=photo, out=tmp_path / "o.png") == 2
     _one_line_error(capsys, "hf download ip2p-tests-nobody/not-cached-model-91c", "HF_HUB_OFFLINE")
-    import ip2p_lib.edit_cli as edit_cli
+    import ip2p_lib.editor.cli as edit_cli
 
     monkeypatch.setattr(edit_cli, "toy_model_dir", lambda: tmp_path / "no-toy-model")
     assert _edit(model="toy", inp=photo, out=tmp_path / "o.png") == 2

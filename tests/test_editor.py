@@ -5,8 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.guidance import InstructPix2PixEditor
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.editor import InstructPix2PixEditor
 from tests.fixtures_ip2p import tiny_ip2p_dir  # noqa: F401  (fixture)
 
 STEPS, SEED, PROMPT = 6, 7, "make the sky red"
@@ -88,7 +88,7 @@ def test_branches_are_in_the_authors_order_with_an_unscaled_mode_latent(editor, 
         editor.edit(picture, PROMPT, steps=1, seed=0, resolution=64, sizing="diffusers")
     finally:
         hook.remove()
-    from ip2p_lib.imageprep import to_model_tensor
+    from ip2p_lib.editor.imageprep import to_model_tensor
 
     with torch.no_grad():
         mode = editor.vae.encode(to_model_tensor(picture)).latent_dist.mode()
@@ -125,7 +125,7 @@ def test_editor_rejects_bad_arguments(editor, picture):
 def test_a_text_to_image_unet_is_refused(tiny_ip2p_dir, tmp_path):  # noqa: F811
     from diffusers import UNet2DConditionModel
 
-    from ip2p_lib.random_models import tiny_unet_config
+    from ip2p_lib.infra.random_models import tiny_unet_config
 
     ed = InstructPix2PixEditor.from_pretrained(str(tiny_ip2p_dir))
     with pytest.raises(UserError, match="not an InstructPix2Pix model"):

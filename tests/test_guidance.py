@@ -3,8 +3,9 @@
 import numpy as np
 import pytest
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.guidance import dual_cfg, dual_cfg_text_first, make_scheduler, uses_all_branches
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.editor.schedulers import make_scheduler
+from ip2p_lib.guidance import dual_cfg, dual_cfg_text_first, uses_all_branches
 
 RNG = np.random.default_rng(0)
 E_TI, E_I, E_T, E_0 = (RNG.normal(size=(4, 3)) for _ in range(4))

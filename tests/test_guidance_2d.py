@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from ip2p_lib.guidance_2d import (
+from ip2p_lib.guidance import conditioning_dropout
+from ip2p_lib.guidance.world2d import (
     autograd_score,
     branch_errors,
-    conditioning_dropout,
     default_world,
     exact_scores,
     guided_score,

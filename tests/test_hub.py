@@ -2,8 +2,8 @@
 
 import pytest
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.hub import from_pretrained
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.hub import from_pretrained
 from tests.fixtures_ip2p import offline  # noqa: F401  (fixture)
 
 

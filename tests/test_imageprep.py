@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.imageprep import load_rgb, resize_for_model, target_size, to_rgb
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.editor.imageprep import load_rgb, resize_for_model, target_size, to_rgb
 
 
 def test_authors_rule_matches_their_formula():

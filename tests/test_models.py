@@ -6,9 +6,9 @@ import os
 import pytest
 import torch
 
-from ip2p_lib import models
-from ip2p_lib.errors import UserError
-from ip2p_lib.paths import data_dir
+from ip2p_lib.infra import models
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.paths import data_dir
 
 MODELS = data_dir() / "toy" / "models"
 

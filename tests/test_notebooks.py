@@ -6,7 +6,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from ip2p_lib.runner import list_notebooks, run_notebooks
+from ip2p_lib.infra.runner import list_notebooks, run_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = [p.stem for p in list_notebooks(ROOT / "notebooks")]

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 from ip2p_lib.toyworld import Scene
-from ip2p_lib.toyworld.pretrain.clip import (EXPORT_CONTEXT, MODEL_NAME, evaluate_clip, export_clip,
-                                             one_attribute_changed, train_clip)
+from ip2p_lib.toyworld.pretrain.clip import (BOUNDARY_MARGIN_PX, EXPORT_CONTEXT, MODEL_NAME, REGIONS, at_region,
+                                             boundary_distance_px, evaluate_clip, export_clip, one_attribute_changed,
+                                             other_region, region_test_scenes, train_clip)
 from ip2p_lib.toyworld.pretrain.convert import to_hf_text_model
 from tests.pretrain_tiny import tiny_clip
 
@@ -44,7 +45,7 @@ def _open_clip_hidden(model, ids):
 
 @torch.no_grad()
 def test_exported_model_reloads_with_77_positions_and_same_features(trained, tmp_path):
-    from ip2p_lib.models import load_open_clip_folder
+    from ip2p_lib.infra.models import load_open_clip_folder
 
     cfg, model, tok, _ = trained
     export_clip(model, cfg, tmp_path, {})
@@ -69,4 +70,39 @@ def test_text_tower_as_clip_text_model_gives_open_clip_hidden_states(trained):
 
 def test_evaluation_reports_every_bar(trained):
     m = evaluate_clip(trained[1], trained[2], n=20, batch=20)
-    assert set(m) == {"zero_shot_shape", "zero_shot_color", "zero_shot_background", "zero_shot_size", "one_edit_ranking"}
+    assert set(m) == {"zero_shot_shape", "zero_shot_color", "zero_shot_background", "zero_shot_size", "one_edit_ranking",
+                      "zero_shot_region", "zero_shot_hpos", "zero_shot_vpos"}
+    assert all(0.0 <= v <= 1.0 for v in m.values())
+
+
+def test_position_hard_negatives_differ_only_in_position():
+    rng = np.random.default_rng(0)
+    s = Scene("circle", "red", "gray", "small", u=0.1, v=0.9)
+    for region in REGIONS:
+        moved = at_region(s, region, rng)
+        assert (moved.hpos, moved.vpos) == region
+        assert (moved.shape, moved.color, moved.background, moved.size) == (s.shape, s.color, s.background, s.size)
+    for _ in range(100):
+        t = other_region(s, rng)
+        assert (t.hpos, t.vpos) != (s.hpos, s.vpos)
+
+
+def test_region_test_scenes_keep_away_from_region_boundaries():
+    scenes = region_test_scenes(200)
+    assert len(scenes) == 200 and len({(s.u, s.v) for s in scenes}) == 200
+    assert min(boundary_distance_px(s) for s in scenes) >= BOUNDARY_MARGIN_PX
+    # a large object whose centre sits exactly on the boundary u = 1/3 is 0 px away
+    assert boundary_distance_px(Scene("circle", "red", "gray", "large", u=1 / 3, v=0.5)) < 1e-9
+
+
+@torch.no_grad()
+def test_continued_training_starts_from_the_exported_weights(trained, tmp_path):
+    from ip2p_lib.toyworld.pretrain.clip import build_clip, load_init_weights
+
+    cfg, model, tok, _ = trained
+    export_clip(model, cfg, tmp_path / "export", {})
+    fresh = build_clip(cfg, tmp_path / "cfg")
+    ids = tok(["a big red circle in the top left on a gray background"])
+    assert not torch.allclose(fresh.encode_text(ids), model.encode_text(ids), atol=1e-2)
+    load_init_weights(fresh, tmp_path / "export")
+    assert torch.allclose(fresh.encode_text(ids), model.encode_text(ids), atol=2e-2)  # fp16 storage

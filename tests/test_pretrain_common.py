@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 from ip2p_lib.toyworld.pretrain import common
 
 

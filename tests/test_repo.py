@@ -7,8 +7,8 @@ from pathlib import Path
 
 import yaml
 
-from ip2p_lib.profiles import NOTEBOOK_PARAMS, PROFILES
-from ip2p_lib.runner import list_notebooks
+from ip2p_lib.infra.profiles import NOTEBOOK_PARAMS, PROFILES
+from ip2p_lib.infra.runner import list_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -71,3 +71,74 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make notebooks" in readme
     assert re.search(r"^make test$", ci, re.M)
+
+
+# ---------------------------------------------------------------- the layout follows the paper
+# Imports flow one way along the paper (DESIGN.md, "Layout"): a package may import packages of a
+# lower or equal rank, never a higher one; `infra` imports no paper package; nothing imports in a circle.
+PACKAGE_RANK = {
+    "infra": 0, "toyworld": 1, "text": 2, "p2p": 3, "filtering": 4, "dataset": 5,
+    "surgery": 6, "guidance": 6, "training": 7, "editor": 8, "results": 9, "cli": 10, "__init__": 10,
+}
+
+
+def _library_imports() -> dict[str, set[str]]:
+    """module name -> the ip2p_lib modules it imports (top level and inside functions alike)."""
+    import ast
+
+    modules = {}
+    for path in sorted((ROOT / "ip2p_lib").rglob("*.py")):
+        parts = path.relative_to(ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("ip2p_lib"):
+                targets = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            elif isinstance(node, ast.Import):
+                targets = [a.name for a in node.names if a.name.startswith("ip2p_lib")]
+            else:
+                continue
+            found |= {t for t in targets if t in modules and t != name}
+        graph[name] = found
+    return graph
+
+
+def _package(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def test_every_module_belongs_to_a_ranked_package():
+    unknown = {_package(m) for m in _library_imports()} - set(PACKAGE_RANK)
+    assert not unknown, f"add {unknown} to PACKAGE_RANK (and to DESIGN.md's layout)"
+
+
+def test_imports_flow_one_way_along_the_paper():
+    backward = [f"{m} imports {t}" for m, targets in _library_imports().items() for t in targets
+                if PACKAGE_RANK[_package(t)] > PACKAGE_RANK[_package(m)]]
+    assert not backward, "backward imports:\n" + "\n".join(backward)
+
+
+def test_no_import_circles():
+    graph = _library_imports()
+    # a package's __init__ re-exporting its own modules is not a circle: drop parent -> own child edges
+    graph = {m: {t for t in ts if not t.startswith(m + ".")} for m, ts in graph.items()}
+    state: dict[str, int] = {}
+    circles: list[list[str]] = []
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = 1
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                circles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack + [nxt])
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)

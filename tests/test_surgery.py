@@ -6,7 +6,8 @@ import pytest
 import torch
 from diffusers import UNet2DConditionModel
 
-from ip2p_lib.random_models import SD15_UNET_CONFIG, tiny_unet_config
+from ip2p_lib.infra.random_models import tiny_unet_config
+from ip2p_lib.surgery import SD15_UNET_CONFIG
 from ip2p_lib.surgery import count_parameters, widen_conv_in, widen_conv_in_like_diffusers_example
 
 

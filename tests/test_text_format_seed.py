@@ -6,7 +6,7 @@ import re
 import numpy as np
 import pytest
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 from ip2p_lib.text.evaluate import judge_triple
 from ip2p_lib.text.format import EDIT_END, is_unchanged, make_completion, make_prompt, parse_completion
 from ip2p_lib.text.seed import (

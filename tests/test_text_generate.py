@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.text.backends import WordListModeration, make_backend
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.text.backends import WordListModeration
+from ip2p_lib.text.generate import make_backend
 from ip2p_lib.text.format import PROMPT_END
 from ip2p_lib.text.generate import (
     CaptionItem,

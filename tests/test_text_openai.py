@@ -11,7 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 from ip2p_lib.text.backends import SamplingSettings
 from ip2p_lib.text.format import EDIT_END, PROMPT_END
 from ip2p_lib.text.generate import generate_triples, read_done

@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass
 from typing import Protocol, Sequence
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 from ip2p_lib.text.format import STOP
 
 BACKENDS: tuple[str, ...] = ("hf", "openai")
@@ -58,16 +58,3 @@ class WordListModeration:
         if self._pattern is None:
             return [False] * len(texts)
         return [bool(self._pattern.search(t)) for t in texts]
-
-
-def make_backend(name: str, model: str, **options: object) -> TextBackend:
-    """The back end `name` ("hf" or "openai") serving `model` (a folder or a model id)."""
-    if name == "hf":
-        from ip2p_lib.text.hf_backend import HFBackend
-
-        return HFBackend(model, **options)  # type: ignore[arg-type]
-    if name == "openai":
-        from ip2p_lib.text.openai_backend import OpenAIBackend
-
-        return OpenAIBackend(model, **options)  # type: ignore[arg-type]
-    raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ip2p_lib.paths import data_dir
+from ip2p_lib.infra.paths import data_dir
 from ip2p_lib.toyworld import random_caption, sample_scene
 
 TOY_LM = "toy/models/lm"

@@ -14,7 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 
 
 def _seed(args: argparse.Namespace) -> int:
@@ -49,7 +49,8 @@ def _finetune(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from ip2p_lib.text.backends import SamplingSettings, make_backend
+    from ip2p_lib.text.backends import SamplingSettings
+    from ip2p_lib.text.generate import make_backend
     from ip2p_lib.text.generate import caption_source, generate_triples
 
     if args.model is None:

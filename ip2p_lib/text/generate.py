@@ -26,8 +26,8 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.text.backends import SamplingSettings, TextBackend
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.text.backends import BACKENDS, SamplingSettings, TextBackend
 from ip2p_lib.text.format import is_unchanged, make_prompt, parse_completion
 
 LAION_AESTHETICS = "ChristophSchuhmann/improved_aesthetics_6.5plus"  # the authors' caption source
@@ -262,3 +262,16 @@ def generate_triples(
         bar.close()
         stats.seconds = time.perf_counter() - start
     return stats
+
+
+def make_backend(name: str, model: str, **options: object) -> TextBackend:
+    """The back end `name` ("hf" or "openai") serving `model` (a folder or a model id)."""
+    if name == "hf":
+        from ip2p_lib.text.hf_backend import HFBackend
+
+        return HFBackend(model, **options)  # type: ignore[arg-type]
+    if name == "openai":
+        from ip2p_lib.text.openai_backend import OpenAIBackend
+
+        return OpenAIBackend(model, **options)  # type: ignore[arg-type]
+    raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")

@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 from ip2p_lib.text.backends import SamplingSettings, WordListModeration
 from ip2p_lib.text.format import make_completion, make_prompt
 

@@ -25,8 +25,8 @@ from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.paths import data_dir
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.paths import data_dir
 from ip2p_lib.toyworld import (
     BACKGROUNDS, COLORS, EDIT_KINDS, SHAPES, Edit, Scene, apply, caption, instruction, sample_edit, sample_scene,
 )

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 
 
 def write_world(n: int, seed: int, out: Path, resolution: int = 64, p_position: float = 0.5) -> Path:

@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ip2p_lib.paths import data_dir, repo_root
+from ip2p_lib.infra.paths import data_dir, repo_root
 
 MODELS = ("vae", "clip", "lm", "sd")
 
@@ -36,6 +36,10 @@ def register(subparsers: Any) -> None:
     pre.add_argument("--run-dir", type=Path, default=None, help="checkpoint folder (default runs/toy_pretrain/<model>)")
     pre.add_argument("--out", type=Path, default=None, help="export folder (default data/toy/models/...)")
     pre.add_argument("--steps", type=int, default=None, help="training steps (default: the committed model's)")
+    pre.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the committed model's)")
+    pre.add_argument("--init-from", type=Path, default=None,
+                     help="clip and sd: continue from this exported model's weights instead of a random "
+                          "initialisation (default: none)")
     pre.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     pre.add_argument("--seed", type=int, default=0)
     pre.add_argument("--no-export", action="store_true", help="train and evaluate only")
@@ -50,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     """Dispatch to each model's `main` in dependency order (sd needs vae and clip)."""
     import importlib
 
-    from ip2p_lib.errors import UserError
+    from ip2p_lib.infra.errors import UserError
 
     models = MODELS if args.model == "all" else (args.model,)
     if args.eval_only and models != ("sd",):
@@ -61,11 +65,17 @@ def run(args: argparse.Namespace) -> int:
         cfg.seed = args.seed
         if args.steps is not None:
             cfg.steps = args.steps
+        if args.lr is not None:
+            cfg.lr = args.lr
+        if args.init_from is not None:
+            if not hasattr(cfg, "init_from"):
+                raise UserError(f"--init-from is for clip and sd, not {model}")
+            cfg.init_from = str(Path(args.init_from).resolve())
         run_dir = args.run_dir if (args.run_dir and len(models) == 1) else None
         run_dir = run_dir or (args.run_dir / model if args.run_dir else default_run_dir(model))
         out = None if args.no_export else (args.out if (args.out and len(models) == 1) else default_out(model))
         if args.eval_only:
-            from ip2p_lib.toyworld.pretrain.sd_assemble import evaluate_checkpoint
+            from ip2p_lib.toyworld.pretrain.sd import evaluate_checkpoint
 
             if not (Path(run_dir) / "checkpoint.pt").exists():
                 raise UserError(f"no checkpoint in {run_dir}; start the run with `ip2p toy pretrain sd` first")

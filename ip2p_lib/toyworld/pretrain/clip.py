@@ -11,8 +11,13 @@ Training minimises open_clip's `ClipLoss`, the symmetric InfoNCE of CLIP:
 
     L = 1/2 [ CE(s * I T^T, diag) + CE(s * T I^T, diag) ],  I, T unit image/text features,
 
-plus one hard negative per image (its caption with one attribute changed) in the
-image->text direction, because CLIP filtering must rank a caption above its one-word edits.
+plus hard negatives, because CLIP filtering must rank a caption above its one-word edits:
+- one caption per image with one attribute changed (image->text);
+- position (`position_negatives`): a batch of random scenes rarely differs *only* in where
+  the object is, so plain contrastive training learns almost nothing about position. Each
+  image also classifies its own caption among the 9 versions that name each region (a
+  9-way softmax, exactly the zero-shot region test), and each positional caption must
+  prefer its image over the same scene rendered in another region (text->image).
 """
 
 from __future__ import annotations
@@ -28,7 +33,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ip2p_lib.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, Scene, caption, random_caption
+from ip2p_lib.toyworld import BACKGROUNDS, COLORS, HORIZONTAL, SHAPES, SIZES, VERTICAL, Scene, caption, random_caption
+from ip2p_lib.toyworld.captions import random_caption_variant
 from ip2p_lib.toyworld.pretrain import common
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes, scene_batch
 
@@ -36,6 +42,8 @@ MODEL_NAME = "toy-clip"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept for parity
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ATTRIBUTE_VALUES = {"shape": SHAPES, "color": tuple(COLORS), "background": tuple(BACKGROUNDS), "size": SIZES}
+REGIONS: tuple[tuple[str, str], ...] = tuple((h, v) for v in VERTICAL for h in HORIZONTAL)  # the 9 named regions
+BOUNDARY_MARGIN_PX = 3.0  # region accuracy is measured on objects at least this far from a region boundary
 
 
 @dataclass
@@ -59,6 +67,9 @@ class CLIPConfig:
     warmup: int = 100
     lr_floor: float = 0.05
     hard_negatives: bool = True
+    position_negatives: bool = True
+    p_position: float = 0.5  # fraction of positive captions that name the region
+    init_from: str | None = None  # an exported toy CLIP folder to continue from (None: random init)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -110,6 +121,43 @@ def one_attribute_changed(scene: Scene, rng: np.random.Generator) -> Scene:
     return scene.replace(**{name: others[rng.integers(len(others))]})
 
 
+def at_region(scene: Scene, region: tuple[str, str], rng: np.random.Generator | None = None) -> Scene:
+    """The scene moved into `region` (h, v): uniformly inside that third of each axis, or at its
+    centre when `rng` is None."""
+    h, v = HORIZONTAL.index(region[0]), VERTICAL.index(region[1])
+    du, dv = (rng.uniform(size=2) if rng is not None else (0.5, 0.5))
+    return scene.replace(u=float((h + du) / 3), v=float((v + dv) / 3))
+
+
+def other_region(scene: Scene, rng: np.random.Generator) -> Scene:
+    """The scene moved, uniformly, into one of the 8 regions it is not in."""
+    others = [r for r in REGIONS if r != (scene.hpos, scene.vpos)]
+    return at_region(scene, others[rng.integers(len(others))], rng)
+
+
+def region_index(scene: Scene) -> int:
+    return REGIONS.index((scene.hpos, scene.vpos))
+
+
+def boundary_distance_px(scene: Scene, resolution: int = 64) -> float:
+    """Pixels between the object's centre and the nearest region boundary (on either axis)."""
+    from ip2p_lib.toyworld.scene import SIZE_RADIUS
+
+    span = resolution - 2 * SIZE_RADIUS[scene.size] * resolution
+    return float(min(abs(c - b) for c in (scene.u, scene.v) for b in (1 / 3, 2 / 3)) * span)
+
+
+def load_init_weights(model: Any, folder: Path) -> None:
+    """Continue from an exported toy CLIP: load its weights, cutting the positional table back
+    to the training context (the export zero-extends it to 77; see `export_clip`)."""
+    from safetensors.torch import load_file
+
+    state = {k: v.float() for k, v in load_file(str(Path(folder) / "open_clip_model.safetensors")).items()}
+    n = model.positional_embedding.shape[0]
+    state["positional_embedding"] = state["positional_embedding"][:n]
+    model.load_state_dict(state)
+
+
 def train_clip(cfg: CLIPConfig, run_dir: Path, progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, Any, common.RunState]:
     """Train (or resume) toy CLIP in `run_dir`; returns the model, its tokenizer and run state."""
     import open_clip
@@ -117,6 +165,8 @@ def train_clip(cfg: CLIPConfig, run_dir: Path, progress: bool = True, checkpoint
 
     common.seed_everything(cfg.seed)
     model = build_clip(cfg, Path(run_dir))
+    if cfg.init_from:
+        load_init_weights(model, Path(cfg.init_from))
     tokenizer = open_clip.get_tokenizer(MODEL_NAME)
     loss_fn = ClipLoss()
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
@@ -127,17 +177,20 @@ def train_clip(cfg: CLIPConfig, run_dir: Path, progress: bool = True, checkpoint
 
     def step_fn(step: int) -> torch.Tensor:
         rng, _ = common.step_rng(cfg.seed, step)
-        scenes, images = scene_batch(rng, cfg.batch_size)
-        texts = [random_caption(s, rng) for s in scenes]
+        b = cfg.batch_size
+        scenes, images = scene_batch(rng, b)
+        texts = [random_caption(s, rng, cfg.p_position) for s in scenes]
         if cfg.hard_negatives:
-            texts += [random_caption(one_attribute_changed(s, rng), rng) for s in scenes]
+            texts += [random_caption(one_attribute_changed(s, rng), rng, cfg.p_position) for s in scenes]
         img = model.encode_image(normalize_images(images), normalize=True)
         txt = model.encode_text(tokenizer(texts), normalize=True)
         scale = model.logit_scale.exp()
-        loss = loss_fn(img, txt[:cfg.batch_size], scale)
+        loss = loss_fn(img, txt[:b], scale)
         if cfg.hard_negatives:  # image -> [all positives, all hard negatives]
             logits = scale * img @ txt.T
-            loss = loss + F.cross_entropy(logits, torch.arange(cfg.batch_size))
+            loss = loss + F.cross_entropy(logits, torch.arange(b))
+        if cfg.position_negatives:
+            loss = loss + position_loss(model, tokenizer, scenes, img, scale, rng)
         with torch.no_grad():
             model.logit_scale.clamp_(0, np.log(100))
         return loss
@@ -145,6 +198,27 @@ def train_clip(cfg: CLIPConfig, run_dir: Path, progress: bool = True, checkpoint
     state = common.train(step_fn, model, opt, sched, cfg.steps, Path(run_dir), cfg.to_dict(),
                          desc="clip", progress=progress, checkpoint_every_s=checkpoint_every_s)
     return model.eval(), tokenizer, state
+
+
+def position_loss(model: Any, tokenizer: Any, scenes: list[Scene], img: torch.Tensor, scale: torch.Tensor,
+                  rng: np.random.Generator) -> torch.Tensor:
+    """Hard negatives that differ only in position (module docstring): the 9-way region softmax of
+    each image over its caption placed in every region, plus text->image against the same scene
+    rendered in another region."""
+    from ip2p_lib.toyworld.pretrain.data import images_to_tensor
+    from ip2p_lib.toyworld import render
+
+    b = len(scenes)
+    wordings = [random_caption_variant(rng, p_position=1.0) for _ in scenes]
+    texts = [caption(at_region(s, r), **w) for s, w in zip(scenes, wordings) for r in REGIONS]
+    txt = model.encode_text(tokenizer(texts), normalize=True).view(b, len(REGIONS), -1)
+    target = torch.tensor([region_index(s) for s in scenes])
+    loss = F.cross_entropy(scale * torch.einsum("bd,bkd->bk", img, txt), target)
+    moved = np.stack([render(other_region(s, rng)) for s in scenes])
+    moved_img = model.encode_image(normalize_images(images_to_tensor(moved)), normalize=True)
+    own_caption = txt[torch.arange(b), target]                    # each image's positional caption
+    logits = scale * own_caption @ torch.cat([img, moved_img]).T  # -> [all images, all moved images]
+    return loss + F.cross_entropy(logits, torch.arange(b))
 
 
 @torch.no_grad()
@@ -171,7 +245,39 @@ def evaluate_clip(model: Any, tokenizer: Any, n: int = 1000, batch: int = 250) -
                   for name, values in ATTRIBUTE_VALUES.items() for v in values if v != getattr(s, name)]
         wins.append(bool(row[true] > row[rivals].max()))
     out["one_edit_ranking"] = float(np.mean(wins))
+    out.update(evaluate_regions(model, tokenizer, n, batch))
     return out
+
+
+def region_test_scenes(n: int = 1000, margin_px: float = BOUNDARY_MARGIN_PX) -> list[Scene]:
+    """`n` held-out scenes whose object is at least `margin_px` from every region boundary
+    (nearer ones are ambiguous even to a person), drawn from a seed no training step uses."""
+    out: list[Scene] = []
+    offset = 2
+    while len(out) < n:
+        out += [s for s in held_out_scenes(4 * n, offset=offset) if boundary_distance_px(s) >= margin_px]
+        offset += 1
+    return out[:n]
+
+
+@torch.no_grad()
+def evaluate_regions(model: Any, tokenizer: Any, n: int = 1000, batch: int = 250) -> dict[str, float]:
+    """Zero-shot position on `region_test_scenes(n)`: the argmax over all 1,296 canonical captions
+    that name a region (144 scenes x 9 regions) reads the region of each render."""
+    from ip2p_lib.toyworld import render
+    from ip2p_lib.toyworld.pretrain.data import images_to_tensor
+
+    combos = [at_region(Scene(sh, co, bg, si), r) for sh in SHAPES for co in COLORS for bg in BACKGROUNDS
+              for si in SIZES for r in REGIONS]
+    text = torch.cat([model.encode_text(tokenizer([caption(s, with_position=True) for s in combos[i:i + 432]]),
+                                        normalize=True) for i in range(0, len(combos), 432)])
+    scenes = region_test_scenes(n)
+    feats = torch.cat([model.encode_image(normalize_images(images_to_tensor(np.stack([render(s) for s in scenes[i:i + batch]]))),
+                                          normalize=True) for i in range(0, n, batch)])
+    pred = [combos[int(k)] for k in (feats @ text.T).argmax(1)]
+    return {"zero_shot_region": float(np.mean([(p.hpos, p.vpos) == (t.hpos, t.vpos) for p, t in zip(pred, scenes)])),
+            "zero_shot_hpos": float(np.mean([p.hpos == t.hpos for p, t in zip(pred, scenes)])),
+            "zero_shot_vpos": float(np.mean([p.vpos == t.vpos for p, t in zip(pred, scenes)]))}
 
 
 EXPORT_CONTEXT = 77  # SD pads prompts to the tokenizer's model_max_length, 77
@@ -216,7 +322,7 @@ def main(run_dir: Path, out: Path | None, cfg: CLIPConfig, threads: int = 2, pro
         common.write_card(Path(out), "Toy CLIP (open_clip, stand-in for CLIP ViT-L/14)", {
             "What it stands in for": "OpenAI CLIP ViT-L/14 (open_clip `ViT-L-14`, `openai`), used by the paper to filter "
                                      "generated pairs. Load: `open_clip.create_model_and_transforms('local-dir:data/toy/models/clip')` "
-                                     "or `ip2p_lib.models.load_clip('toy')`.",
+                                     "or `ip2p_lib.infra.models.load_clip('toy')`.",
             "Config": {**cfg.to_dict(), "parameters": n_params, "exported_context_length": EXPORT_CONTEXT},
             "Training": {"steps": state.step, "train_wall_s": round(state.elapsed_s), "machine": common.machine(),
                          "data": "random renders with random caption variants (p_position 0.5), one hard negative "

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 
 CHECKPOINT = "checkpoint.pt"
 

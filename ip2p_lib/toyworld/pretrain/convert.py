@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 
 
 def hf_text_config(model: Any) -> Any:

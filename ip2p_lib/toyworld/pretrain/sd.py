@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ip2p_lib.toyworld.pretrain import common
+from ip2p_lib.toyworld.pretrain import common, sd_assemble
 from ip2p_lib.toyworld.pretrain.data import captioned_batch
 
 
@@ -51,6 +51,8 @@ class SDConfig:
     lr_floor: float = 0.1
     weight_decay: float = 0.01
     ema_decay: float = 0.999
+    p_position: float = 0.5  # fraction of training captions that name the object's region
+    init_from: str | None = None  # an exported toy SD folder whose UNet to continue from (None: random init)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
@@ -119,6 +121,11 @@ def train_unet(cfg: SDConfig, vae: Any, text_encoder: Any, tokenizer: Any, run_d
     vae.eval().requires_grad_(False)
     text_encoder.eval().requires_grad_(False)
     unet = build_unet(cfg, text_encoder.config.hidden_size, vae.config.latent_channels)
+    if cfg.init_from:
+        from diffusers import UNet2DConditionModel
+
+        unet.load_state_dict(UNet2DConditionModel.from_pretrained(Path(cfg.init_from) / "unet",
+                                                                  torch_dtype=torch.float32).state_dict())
     scheduler = train_noise_scheduler(cfg)
     ema = common.EMA(unet, cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -126,7 +133,7 @@ def train_unet(cfg: SDConfig, vae: Any, text_encoder: Any, tokenizer: Any, run_d
 
     def step_fn(step: int) -> torch.Tensor:
         rng, gen = common.step_rng(cfg.seed, step)
-        _, images, captions = captioned_batch(rng, cfg.batch_size)
+        _, images, captions = captioned_batch(rng, cfg.batch_size, cfg.p_position)
         drop = rng.uniform(size=cfg.batch_size) < cfg.caption_dropout   # classifier-free guidance
         captions = ["" if d else c for c, d in zip(captions, drop)]
         z0 = encode_images(vae, images)
@@ -146,10 +153,19 @@ def main(run_dir: Path, out: Path | None, cfg: SDConfig, threads: int = 2, progr
          vae_dir: Path | None = None, clip_dir: Path | None = None) -> dict[str, Any]:
     """Train the UNet with the exported toy VAE and toy CLIP, then assemble, evaluate and
     (if `out`) write the diffusers folder with its card (see `sd_assemble.py`)."""
-    from ip2p_lib.toyworld.pretrain import sd_assemble
-
     torch.set_num_threads(threads)
     vae, text_encoder, tokenizer = sd_assemble.frozen_parts(vae_dir, clip_dir)
     unet, ema, state = train_unet(cfg, vae, text_encoder, tokenizer, Path(run_dir), progress=progress)
     ema.copy_to(unet)
     return sd_assemble.finish(cfg, unet, vae, text_encoder, tokenizer, state, out, threads)
+
+
+def evaluate_checkpoint(cfg: Any, run_dir: Path, out: Path | None, threads: int = 2) -> dict[str, Any]:
+    """Interim export of a running/stopped UNet run: its EMA weights, assembled and judged."""
+    torch.set_num_threads(threads)
+    blob = torch.load(Path(run_dir) / common.CHECKPOINT, map_location="cpu", weights_only=False)
+    vae, text_encoder, tokenizer = sd_assemble.frozen_parts()
+    unet = build_unet(cfg, text_encoder.config.hidden_size, vae.config.latent_channels)
+    unet.load_state_dict(blob["ema"]["shadow"])
+    state = common.RunState(**blob["state"])
+    return sd_assemble.finish(cfg, unet.eval(), vae, text_encoder, tokenizer, state, out, threads, interim=state.step < cfg.steps)

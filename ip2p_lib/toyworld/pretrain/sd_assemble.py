@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ip2p_lib.paths import data_dir
+from ip2p_lib.infra.paths import data_dir
 from ip2p_lib.toyworld import attribute_accuracy, random_caption
 from ip2p_lib.toyworld.pretrain import common
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes
@@ -40,7 +40,7 @@ def frozen_parts(vae_dir: Path | None = None, clip_dir: Path | None = None) -> t
     and CLIP's tokenizer: everything toy SD uses frozen."""
     from diffusers import AutoencoderKL
 
-    from ip2p_lib.models import load_open_clip_folder
+    from ip2p_lib.infra.models import load_open_clip_folder
     from ip2p_lib.toyworld.pretrain.convert import to_hf_text_model
     from ip2p_lib.toyworld.pretrain.tokenizer import build_clip_tokenizer
 
@@ -106,6 +106,21 @@ def evaluate_sd(pipe: Any, n: int = 200, guidance_scale: float = GUIDANCE_SCALE,
     return attribute_accuracy(scenes, images), prompts, images
 
 
+POSITION_SCALES = (5.0, 7.5)
+
+
+def evaluate_position(pipe: Any, n: int = 200, guidance_scale: float = GUIDANCE_SCALE, steps: int = NUM_STEPS,
+                      seed: int = 0) -> tuple[dict[str, float], list[str], np.ndarray]:
+    """The oracle's accuracy on samples for `n` captions of held-out scenes that all name the
+    object's region ("... in the top left ..."): `hpos`/`vpos` say whether the picture puts
+    the object where the caption asks."""
+    scenes = held_out_scenes(n, offset=3)
+    rng = np.random.default_rng([seed, 78])
+    prompts = [random_caption(s, rng, p_position=1.0) for s in scenes]
+    images = sample(pipe, prompts, guidance_scale, steps, seed)
+    return attribute_accuracy(scenes, images), prompts, images
+
+
 def save_grid(images: np.ndarray, prompts: list[str], path: Path, n: int = 6) -> Path:
     """An n x n grid of samples, each titled with its caption."""
     import matplotlib
@@ -137,8 +152,14 @@ def finish(cfg: Any, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, sta
     metrics, prompts, images = evaluate_sd(pipe)
     metrics = {k: round(v, 4) for k, v in metrics.items()}
     print(metrics)
+    position = {}
+    for scale in POSITION_SCALES:
+        found, pos_prompts, pos_images = evaluate_position(pipe, guidance_scale=scale)
+        position[f"CFG {scale:g}"] = {k: round(v, 4) for k, v in found.items() if k != "uv_error"}
+        print("captions naming a position, CFG", scale, position[f"CFG {scale:g}"])
     if out is not None:
-        save_grid(images[:36], prompts[:36], Path(out) / "samples.png")
+        _, pos_prompts, pos_images = evaluate_position(pipe, n=18)
+        save_grid(np.concatenate([images[:18], pos_images]), prompts[:18] + pos_prompts, Path(out) / "samples.png")
         status = ("INTERIM: training unfinished; the numbers below are from the checkpoint at this step."
                   if interim else "Finished training run.")
         common.write_card(Path(out), "Toy Stable Diffusion (stand-in for SD 1.5)", {
@@ -154,22 +175,11 @@ def finish(cfg: Any, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, sta
             "Training": {"steps": state.step, "train_wall_s": round(state.elapsed_s), "machine": common.machine(),
                          "loss_first_last": common.loss_summary(state.losses)},
             f"Quality (oracle, 200 random captions of held-out scenes, {NUM_STEPS} Euler ancestral steps, CFG {GUIDANCE_SCALE})": metrics,
-            "Samples": "![samples](samples.png)",
+            f"Position (oracle, 200 captions of held-out scenes that all name a region, {NUM_STEPS} steps)": position,
+            "Samples": "![samples](samples.png) (first 18: random captions; last 18: captions naming a region, CFG 5)",
             "Reproduce": f"`ip2p toy pretrain vae && ip2p toy pretrain clip && ip2p toy pretrain sd --threads {threads}` "
                          f"(seed {cfg.seed}; each command resumes from its checkpoint)",
         })
     metrics["eval_wall_s"] = round(time.time() - t0)
-    return metrics
+    return {**metrics, "position": position}
 
-
-def evaluate_checkpoint(cfg: Any, run_dir: Path, out: Path | None, threads: int = 2) -> dict[str, Any]:
-    """Interim export of a running/stopped UNet run: its EMA weights, assembled and judged."""
-    from ip2p_lib.toyworld.pretrain.sd import build_unet
-
-    torch.set_num_threads(threads)
-    blob = torch.load(Path(run_dir) / common.CHECKPOINT, map_location="cpu", weights_only=False)
-    vae, text_encoder, tokenizer = frozen_parts()
-    unet = build_unet(cfg, text_encoder.config.hidden_size, vae.config.latent_channels)
-    unet.load_state_dict(blob["ema"]["shadow"])
-    state = common.RunState(**blob["state"])
-    return finish(cfg, unet.eval(), vae, text_encoder, tokenizer, state, out, threads, interim=state.step < cfg.steps)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 
 SIZING_RULES: tuple[str, ...] = ("authors", "diffusers")
 

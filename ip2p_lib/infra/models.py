@@ -16,8 +16,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.paths import data_dir
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.paths import data_dir
 
 SD_FULL = "stable-diffusion-v1-5/stable-diffusion-v1-5"
 CLIP_FULL = ("ViT-L-14", "openai")
@@ -46,7 +46,7 @@ def toy_model_dir(role: str) -> Path:
 
 def _hub_error(what: str, repo: str, err: Exception) -> UserError:
     """One-line error for a full-profile model that is not on this machine (see `hub.download_hint`)."""
-    from ip2p_lib.hub import download_hint
+    from ip2p_lib.infra.hub import download_hint
 
     offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
     where = "is not in the local Hugging Face cache (offline mode)" if offline else "is not available on this machine"

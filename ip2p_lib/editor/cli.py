@@ -11,14 +11,14 @@ import argparse
 import math
 from pathlib import Path
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 
 FULL_MODEL = "timbrooks/instruct-pix2pix"
 
 
 def toy_model_dir() -> Path:
     """Where notebook 05 saves the toy InstructPix2Pix model."""
-    from ip2p_lib.paths import data_dir
+    from ip2p_lib.infra.paths import data_dir
 
     return data_dir() / "toy" / "models" / "ip2p"
 
@@ -93,8 +93,9 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, load the model, edit, save."""
     from PIL import Image
 
-    from ip2p_lib.guidance import GUIDANCE_RULES, scheduler_class
-    from ip2p_lib.imageprep import SIZING_RULES, load_rgb
+    from ip2p_lib.editor.schedulers import scheduler_class
+    from ip2p_lib.guidance import GUIDANCE_RULES
+    from ip2p_lib.editor.imageprep import SIZING_RULES, load_rgb
 
     if not args.instruction.strip():
         raise UserError("the instruction is empty: say what to change, e.g. 'make it snowy'")
@@ -120,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     import diffusers
     import transformers
 
-    from ip2p_lib.guidance import InstructPix2PixEditor
+    from ip2p_lib.editor import InstructPix2PixEditor
 
     diffusers.utils.logging.disable_progress_bar()  # one progress bar: the denoising steps
     transformers.utils.logging.disable_progress_bar()

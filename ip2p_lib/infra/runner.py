@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
-from ip2p_lib.errors import UserError
-from ip2p_lib.paths import repo_root
-from ip2p_lib.profiles import PROFILES, notebook_parameters
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.paths import repo_root
+from ip2p_lib.infra.profiles import PROFILES, notebook_parameters
 
 
 @dataclass

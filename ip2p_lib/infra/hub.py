@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ip2p_lib.errors import UserError
+from ip2p_lib.infra.errors import UserError
 
 
 def download_hint(repo_id: str) -> str:

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ip2p_lib.guidance import dual_cfg
+from ip2p_lib.guidance.cfg import dual_cfg
+from ip2p_lib.guidance.dropout import conditioning_dropout
 
 
 @dataclass(frozen=True)
@@ -151,12 +152,6 @@ def nearest_component(world: World2D, z: np.ndarray) -> tuple[np.ndarray, np.nda
 
 
 # ---------------------------------------------------------------- one network, dropout
-def conditioning_dropout(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The paper's dropout from one uniform r per example: text dropped if r < 0.10, image
-    dropped if 0.05 <= r < 0.15; i.e. 5% text only, 5% both, 5% image only."""
-    return r < 0.10, (r >= 0.05) & (r < 0.15)
-
-
 class EpsMLP(nn.Module):
     """eps(z, sigma, c_I, c_T) for the 2-D world; class index K means "dropped" (null)."""
 

@@ -4,29 +4,13 @@ Tests, benchmarks and the notebooks' fallbacks need an InstructPix2Pix folder (8
 UNet + VAE + CLIP text encoder + tokenizer + scheduler) that loads with the real
 `StableDiffusionInstructPix2PixPipeline.from_pretrained`, offline and in a second. These
 builders make one from scratch: same classes and folder layout as `timbrooks/instruct-pix2pix`,
-only the sizes are small and the weights random. `SD15_UNET_CONFIG` is Stable Diffusion 1.5's
-UNet config, for counting parameters without downloading anything.
+only the sizes are small and the weights random.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
-
-# Stable Diffusion v1.5's UNet (stable-diffusion-v1-5/stable-diffusion-v1-5, unet/config.json).
-SD15_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-}
-
 
 def tiny_unet_config(in_channels: int = 4, cross_attention_dim: int = 32, sample_size: int = 8) -> dict[str, Any]:
     """An SD-shaped UNet config (cross-attention down/up blocks) small enough for a CPU test."""
