@@ -35,7 +35,7 @@ class ScriptedBackend:
         self.asked: list[str] = []
         self.moderation = WordListModeration(flagged_words)
 
-    def complete(self, prompts, settings=None):
+    def complete(self, prompts, settings=None, seeds=None):
         out = []
         for p in prompts:
             cap = p[: -len(PROMPT_END)]
@@ -178,9 +178,127 @@ def test_cli_without_an_api_key_says_which_variable_to_set(tmp_path):
 
 def test_max_captions_bounds_a_run_that_never_succeeds(tmp_path):
     class Hopeless(ScriptedBackend):
-        def complete(self, prompts, settings=None):
+        def complete(self, prompts, settings=None, seeds=None):
             return ["no delimiter"] * len(prompts)
 
     stats = generate_triples(Hopeless(), toy_captions(seed=3), tmp_path / "o.jsonl", n=5, max_captions=7,
                              batch_size=3, progress=False)
     assert stats.written == 0 and stats.captions_tried == 7 and stats.rejected["gave_up"] == 7
+
+
+# ---------------------------------------------------------------- a resumed run writes what an uninterrupted one writes
+
+from ip2p_lib.text.backends import completion_seed  # noqa: E402
+from tests.kill_and_resume import BatchSensitiveBackend, generate_with_kills  # noqa: E402
+
+RESUME_OPTIONS = dict(n=40, batch_size=6, retries=2, seed=5)
+ON_FILE_BEFORE = [{"input": "caption number 12", "edit": "e", "output": "o"},  # in the source: skipped
+                  {"input": "a caption from elsewhere", "edit": "e", "output": "o"}]
+
+
+def _resume_source():
+    caps = _captions(150)
+    caps[20:20] = ["caption number 3", "caption number 7"]  # repeats in the source: skipped
+    return caps
+
+
+def _start_file(path):
+    path.write_text("".join(json.dumps(r) + "\n" for r in ON_FILE_BEFORE))
+
+
+@pytest.mark.parametrize("kills", [
+    [("record", 1), ("request", 2), ("record", 6), ("request", 1), ("record", 4), ("request", 5)],
+    [("request", 1), ("request", 1), ("request", 3), ("record", 30)],  # the last kill: after the final record
+    [("record", 2)] * 8,
+])
+def test_a_run_killed_several_times_writes_what_an_uninterrupted_run_writes(tmp_path, kills):
+    caps = _resume_source()
+    reference, out = tmp_path / "reference.jsonl", tmp_path / "killed.jsonl"
+    _start_file(reference)
+    _start_file(out)
+    ref = generate_triples(BatchSensitiveBackend(), caps, reference, progress=False, **RESUME_OPTIONS)
+    assert ref.written == 38 and ref.rejected["gave_up"] > 0  # retries and given-up captions to reproduce
+
+    backend = BatchSensitiveBackend()
+    last = generate_with_kills(backend, caps, out, kills, **RESUME_OPTIONS)
+    assert out.read_bytes() == reference.read_bytes()
+    # the last run began at the batch the kill interrupted, not at the top of the source:
+    # captions given up on before it were not asked again
+    assert last.resumed_at is not None
+    place = {c: i for i, c in reversed(list(enumerate(caps)))}
+    asked_last = backend.asked[len(backend.asked) - last.requests:]
+    assert all(place[c] >= last.resumed_at for c in asked_last)
+    inputs = {r["input"] for r in read_done(reference)}
+    if kills[-1] != ("record", 30):  # (that run had nothing left to do)
+        assert any(c not in inputs for c in caps[: last.resumed_at])  # a given-up caption was skipped
+
+
+def test_each_completion_is_seeded_by_the_run_seed_and_the_captions_place(tmp_path):
+    class SeedOnly(BatchSensitiveBackend):
+        """Completions from the seed alone (the prompt's caption aside); remembers every seed."""
+
+        def __init__(self):
+            super().__init__()
+            self.seeds = []
+
+        def complete(self, prompts, settings=None, seeds=None):
+            self.seeds += list(seeds)
+            return [super(SeedOnly, self).complete([p], settings, [s])[0] for p, s in zip(prompts, seeds)]
+
+        @staticmethod
+        def records(path):
+            return sorted((r["input"], r["edit"]) for r in read_done(path))
+
+    caps = _resume_source()
+    place = {c: i for i, c in reversed(list(enumerate(caps)))}
+    runs = {}
+    for batch_size, seed in [(1, 5), (7, 5), (7, 6)]:
+        backend = SeedOnly()
+        path = tmp_path / f"{batch_size}-{seed}.jsonl"
+        generate_triples(backend, caps, path, n=1000, batch_size=batch_size, retries=2, seed=seed, progress=False)
+        attempts = {}
+        for caption, s in zip(backend.asked, backend.seeds):
+            attempts[caption] = attempts.get(caption, -1) + 1
+            assert s == completion_seed(seed, place[caption], attempts[caption])
+        runs[batch_size, seed] = SeedOnly.records(path)
+    assert runs[1, 5] == runs[7, 5] != runs[7, 6]  # the batch size changes nothing, the seed everything
+
+
+SIGKILL_SCRIPT = """
+import os, signal, sys
+from ip2p_lib.text.generate import generate_triples
+from tests.kill_and_resume import BatchSensitiveBackend
+from tests.test_text_generate import RESUME_OPTIONS, _resume_source
+
+out, kind, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
+
+class Backend(BatchSensitiveBackend):
+    requests = 0
+
+    def complete(self, prompts, settings=None, seeds=None):
+        Backend.requests += 1
+        if kind == "request" and Backend.requests == k:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().complete(prompts, settings, seeds)
+
+def on_record(record, written=[0]):
+    written[0] += 1
+    if kind == "record" and written[0] == k:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+generate_triples(Backend(), _resume_source(), out, progress=False, on_record=on_record, **RESUME_OPTIONS)
+"""
+
+
+def test_a_process_killed_with_sigkill_resumes_to_the_same_file(tmp_path):
+    reference, out = tmp_path / "reference.jsonl", tmp_path / "killed.jsonl"
+    _start_file(reference)
+    _start_file(out)
+    generate_triples(BatchSensitiveBackend(), _resume_source(), reference, progress=False, **RESUME_OPTIONS)
+    (tmp_path / "run.py").write_text(SIGKILL_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for kind, k in [("record", 3), ("request", 4), ("record", 11), ("none", 0)]:
+        result = subprocess.run([sys.executable, str(tmp_path / "run.py"), str(out), kind, str(k)], env=env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=60)
+        assert result.returncode == (0 if kind == "none" else -9), result.stderr
+    assert out.read_bytes() == reference.read_bytes()

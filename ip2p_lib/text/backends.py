@@ -4,6 +4,11 @@ A back end completes prompts with the paper's sampling settings and moderates te
 model gets fine-tuned differs too much to share one call (a local training loop here, a
 hosted job there), so each back end module has its own `finetune_*` function; both take the
 same triples and write the same format (`format.py`).
+
+Randomness is per completion, not per call: `complete` takes one seed per prompt, and
+generation derives each seed from the run's seed, the caption's place in its source and the
+attempt (`completion_seed`). A caption's completion is then the same whatever batch it lands
+in and however often the run was killed and resumed.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from typing import Protocol, Sequence
+
+import numpy as np
 
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.text.format import STOP
@@ -33,13 +40,24 @@ class SamplingSettings:
         return asdict(self)
 
 
+def completion_seed(seed: int, index: int, attempt: int = 0) -> int:
+    """The seed of one completion: a 63-bit hash (numpy's `SeedSequence`) of the run's `seed`,
+    the caption's `index` in its source and the `attempt` (0, then 1, 2, ... for retries).
+    Neighbouring inputs give unrelated seeds; all three must be >= 0."""
+    return int(np.random.SeedSequence([seed, index, attempt]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
 class TextBackend(Protocol):
     """What `generate.py` needs: completions (stop sequence removed, None on failure) and a
-    moderation verdict per text (True = flagged, drop it)."""
+    moderation verdict per text (True = flagged, drop it).
+
+    `seeds`, one per prompt, make each completion a function of its prompt and its seed only
+    (a back end that cannot seed its sampling, like a hosted API, ignores them)."""
 
     name: str
 
-    def complete(self, prompts: Sequence[str], settings: SamplingSettings) -> list[str | None]: ...
+    def complete(self, prompts: Sequence[str], settings: SamplingSettings,
+                 seeds: Sequence[int] | None = None) -> list[str | None]: ...
 
     def moderate(self, texts: Sequence[str]) -> list[bool]: ...
 

@@ -69,7 +69,8 @@ def _generate(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, args.model, **options)
     settings = SamplingSettings(temperature=args.temperature, frequency_penalty=args.frequency_penalty)
     stats = generate_triples(backend, caption_source(args.captions, args.seed, exclude), args.out, args.n, settings,
-                             retries=args.retries, batch_size=args.batch_size, max_captions=args.max_captions)
+                             retries=args.retries, batch_size=args.batch_size, seed=args.seed,
+                             max_captions=args.max_captions)
     total = stats.already_done + stats.written
     print(f"{args.out}: {total} triples ({stats.written} new, {stats.already_done} from before) in "
           f"{stats.seconds:.1f} s = {stats.triples_per_second:.2f} triples/s; rejected {json.dumps(stats.rejected)}")

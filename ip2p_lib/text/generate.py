@@ -13,10 +13,22 @@ The writer makes each record one `write` of one complete line, flushed and fsync
 kill leaves at worst a partial last line without its newline. On start, `read_done` reads
 the complete lines only and truncates such a partial line away, so it is never read as data
 and its caption is simply generated again: no triple is lost or written twice.
+
+A resumed run writes exactly what an uninterrupted run with the same arguments writes:
+
+- the randomness of a caption's completions is its own: attempt a at the caption in place i
+  of the source samples with seed `completion_seed(seed, i, a)`, whatever else is in the batch
+  and however many runs came before;
+- before each batch, `<out>.resume.json` records where in the source the batch begins and how
+  many records the file held then (`BatchStart`). A resumed run skips the source up to there
+  (captions given up on before the kill are not tried again) and recomputes that batch as it
+  was, the same captions in the same batch, so even the floating-point sums are the same; of
+  its records, those already on file are not written again.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import time
@@ -27,7 +39,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from ip2p_lib.infra.errors import UserError
-from ip2p_lib.text.backends import BACKENDS, SamplingSettings, TextBackend
+from ip2p_lib.text.backends import BACKENDS, SamplingSettings, TextBackend, completion_seed
 from ip2p_lib.text.format import is_unchanged, make_prompt, parse_completion
 
 LAION_AESTHETICS = "ChristophSchuhmann/improved_aesthetics_6.5plus"  # the authors' caption source
@@ -151,6 +163,69 @@ class JsonlWriter:
         self.file.close()
 
 
+# ---------------------------------------------------------------- where a run stopped
+
+
+def resume_path(out: Path) -> Path:
+    """`<out>.resume.json`: where the batch that a run was working on began (`BatchStart`)."""
+    return out.with_name(out.name + ".resume.json")
+
+
+@dataclass(frozen=True)
+class BatchStart:
+    """Where a batch began: the place in the source of the first caption it read (`index`, and
+    that caption as a check), how many records the output file held (`records`, and the last
+    one's caption), and the source's first caption (a check that a later run reads the same
+    source)."""
+
+    index: int
+    caption: str
+    records: int
+    last_input: str | None
+    first_caption: str
+
+    def save(self, path: Path) -> None:
+        """Write atomically: a kill mid-write leaves the previous file whole."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.__dict__, ensure_ascii=False), encoding="utf-8")
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: Path, done: Sequence[Mapping[str, object]]) -> BatchStart | None:
+        """The saved batch start if it still fits the output file's records `done`, else None
+        (no file, an unreadable one, or an output file that was cut or replaced since)."""
+        try:
+            start = cls(**json.loads(path.read_text(encoding="utf-8")))
+        except (OSError, ValueError, TypeError):
+            return None
+        if start.records > len(done) or (start.records and _input(done[start.records - 1]) != start.last_input):
+            return None
+        return start
+
+
+def _input(record: Mapping[str, object]) -> str:
+    return record.get("input", record.get("caption"))  # type: ignore[return-value]
+
+
+def _skip_to(positions: Iterator[tuple[int, CaptionItem]], start: BatchStart, path: Path
+             ) -> tuple[Iterator[tuple[int, CaptionItem]], BatchStart | None, set[str]]:
+    """Read the source up to `start.index`. Returns the rest of the source, `start` (None if the
+    source is another one than the saved run's: then nothing is skipped) and the captions read."""
+    first = next(positions, None)
+    if first is None or first[1].caption != start.first_caption:
+        return itertools.chain([first] if first else [], positions), None, set()
+    skipped: set[str] = set()
+    for index, item in itertools.chain([first], positions):
+        if index == start.index:
+            if item.caption != start.caption:
+                break
+            return itertools.chain([(index, item)], positions), start, skipped
+        skipped.add(item.caption)
+    raise UserError(f"{path} says the last run stopped in a batch that begins at caption {start.index} of the source "
+                    f"({start.caption!r}), but the source differs there now (another --seed-file or caption file?). "
+                    f"Use the same source, or delete {path} to resume by caption only")
+
+
 # ---------------------------------------------------------------- generation
 
 
@@ -164,6 +239,7 @@ class GenerationStats:
     requests: int = 0
     rejected: dict[str, int] = field(default_factory=lambda: {"malformed": 0, "unchanged": 0, "flagged": 0, "gave_up": 0})
     seconds: float = 0.0
+    resumed_at: int | None = None  # the place in the source where this run began, when it resumed
 
     @property
     def triples_per_second(self) -> float:
@@ -196,60 +272,83 @@ def generate_triples(
     settings: SamplingSettings = SamplingSettings(),
     retries: int = 3,
     batch_size: int = 64,
+    seed: int = 0,
     progress: bool = True,
     on_record: Callable[[dict], None] | None = None,
     max_captions: int | None = None,
 ) -> GenerationStats:
     """Append triples to `out` until it holds `n` (see the module docstring).
 
-    Resumes from `out`: its captions are skipped, so a killed run continues where it stopped.
-    `on_record` is called after each record is on disk (a progress hook; the tests use it to
-    simulate a kill). `max_captions` bounds the captions this run tries, so a model that never
-    writes a usable triple cannot loop for ever over an endless source."""
+    Resumes from `out`: a killed run continues where it stopped and writes what an uninterrupted
+    run would have written; captions already in `out` from elsewhere are skipped. `seed` seeds
+    each completion with the caption's place in `captions` (`completion_seed`). `on_record` is
+    called after each record is on disk (a progress hook; the tests use it to simulate a kill).
+    `max_captions` bounds the captions this run tries, so a model that never writes a usable
+    triple cannot loop for ever over an endless source."""
     from tqdm.auto import tqdm
 
     if n < 1:
         raise UserError(f"--n must be at least 1, got {n}")
+    if seed < 0:
+        raise UserError(f"--seed must be 0 or more, got {seed}")
     out = Path(out)
     done = read_done(out)
-    seen = {r.get("input", r.get("caption")) for r in done}
-    stats = GenerationStats(already_done=len(done))
+    state = resume_path(out)
+    start = BatchStart.load(state, done) if done else None
+    positions = enumerate(CaptionItem(c) if isinstance(c, str) else c for c in captions)
+    skipped: set[str] = set()
+    if start is not None:
+        positions, start, skipped = _skip_to(positions, start, state)
+    before = start.records if start else len(done)  # records on file when the current batch began
+    seen = {_input(r) for r in done[:before]} | skipped
+    redo = {_input(r) for r in done[before:]}  # written by the batch a kill interrupted
+    first_caption = start.first_caption if start else None
+    stats = GenerationStats(already_done=len(done), resumed_at=start.index if start else None)
     count = len(done)
     writer = JsonlWriter(out)
     bar = tqdm(total=n, initial=min(count, n), desc="triples", disable=not progress)
-    start = time.perf_counter()
-    stream = (CaptionItem(c) if isinstance(c, str) else c for c in captions)
+    clock = time.perf_counter()
     try:
         while count < n and (max_captions is None or stats.captions_tried < max_captions):
-            room = min(batch_size, n - count)
+            room = min(batch_size, n - before)
             if max_captions is not None:
                 room = min(room, max_captions - stats.captions_tried)
-            batch: list[CaptionItem] = []
-            for item in stream:
+            batch: list[tuple[int, CaptionItem]] = []  # (place in the source, caption)
+            begins: tuple[int, str] | None = None
+            for index, item in positions:
+                begins = begins or (index, item.caption)
+                first_caption = item.caption if first_caption is None else first_caption
                 if item.caption in seen:
                     continue
                 seen.add(item.caption)
-                batch.append(item)
+                batch.append((index, item))
                 if len(batch) == room:
                     break
             if not batch:
                 break  # the source ran dry
+            assert begins is not None and first_caption is not None
+            BatchStart(begins[0], begins[1], before, _input(done[before - 1]) if before else None,
+                       first_caption).save(state)
             stats.captions_tried += len(batch)
-            flagged = backend.moderate([b.caption for b in batch])
+            flagged = backend.moderate([item.caption for _, item in batch])
             pending = [b for b, f in zip(batch, flagged) if not f]
             stats.rejected["flagged"] += len(batch) - len(pending)
-            for _ in range(1 + retries):
+            for attempt in range(1 + retries):
                 if not pending:
                     break
-                completions = backend.complete([make_prompt(b.caption) for b in pending], settings)
+                completions = backend.complete([make_prompt(item.caption) for _, item in pending], settings,
+                                               seeds=[completion_seed(seed, index, attempt) for index, _ in pending])
                 stats.requests += len(pending)
                 again = []
-                for item, completion in zip(pending, completions):
+                for (index, item), completion in zip(pending, completions):
                     record = _accept(item, completion, backend, stats)
                     if record is None:
-                        again.append(item)
+                        again.append((index, item))
+                    elif item.caption in redo:
+                        redo.discard(item.caption)  # on file already: written before the kill
                     elif count < n:
                         writer.write(record)
+                        done.append(record)
                         count += 1
                         stats.written += 1
                         bar.update()
@@ -257,10 +356,11 @@ def generate_triples(
                             on_record(record)
                 pending = again
             stats.rejected["gave_up"] += len(pending)
+            before = count
     finally:
         writer.close()
         bar.close()
-        stats.seconds = time.perf_counter() - start
+        stats.seconds = time.perf_counter() - clock
     return stats
 
 

@@ -15,6 +15,11 @@ where count_j is how often token j occurs in the completion so far. It is not tr
 `repetition_penalty` (CTRL's), which divides a positive logit (multiplies a negative one) by a
 constant for every token seen anywhere, prompt included, however often: a penalty that ignores
 counts and punishes copying the caption, which is exactly what an edited caption must do.
+
+Each row of a batch samples with its own `torch.Generator`, seeded by the caller
+(`SeededRowSampler`): transformers' own sampling draws all rows from one generator, so a row's
+tokens would depend on its batch-mates and on how many calls came before, and a resumed run
+would not write what an uninterrupted one writes.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 
 from ip2p_lib.infra.errors import UserError
-from ip2p_lib.text.backends import SamplingSettings, WordListModeration
+from ip2p_lib.text.backends import SamplingSettings, WordListModeration, completion_seed
 from ip2p_lib.text.format import make_completion, make_prompt
 
 
@@ -199,6 +204,23 @@ class StopOnText:
         return torch.tensor([self.stop in t for t in texts], dtype=torch.bool, device=input_ids.device)
 
 
+class SeededRowSampler:
+    """Sampling with one generator per row, as the last logits processor of a greedy `generate`.
+
+    Row r draws its next token from softmax(scores[r]) (the scores already penalised, divided by
+    the temperature and top-p filtered by the processors before it) with its own generator, and
+    gets back scores that are 0 at the drawn token and -inf elsewhere, so that the greedy step
+    picks exactly that token. A row's draws depend on its own seed and scores only."""
+
+    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+        self.generators = list(generators)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float(), dim=-1)
+        drawn = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
+
+
 class HFBackend:
     """Generation with a local causal LM (a folder, e.g. the fine-tuned toy LM)."""
 
@@ -206,6 +228,8 @@ class HFBackend:
 
     def __init__(self, model: str | Path, device: str | None = None, batch_size: int = 64, seed: int = 0,
                  moderation: Callable[[Sequence[str]], list[bool]] | None = None) -> None:
+        if seed < 0:
+            raise UserError(f"the seed must be 0 or more, got {seed}")
         self.model, self.tokenizer = load_causal_lm(model, device)
         self.batch_size = batch_size
         self.seed = seed
@@ -216,12 +240,19 @@ class HFBackend:
         return self.moderation(texts)
 
     @torch.no_grad()
-    def complete(self, prompts: Sequence[str], settings: SamplingSettings = SamplingSettings()) -> list[str | None]:
-        """One sampled completion per prompt, cut before the stop sequence."""
-        from transformers import LogitsProcessorList, StoppingCriteriaList
+    def complete(self, prompts: Sequence[str], settings: SamplingSettings = SamplingSettings(),
+                 seeds: Sequence[int] | None = None) -> list[str | None]:
+        """One sampled completion per prompt, cut before the stop sequence.
+
+        Prompt i samples with generator seed `seeds[i]`; without `seeds`, the seeds come from the
+        back end's seed, the number of this call and i (reproducible, new draws per call)."""
+        from transformers import LogitsProcessorList, StoppingCriteriaList, TemperatureLogitsWarper, TopPLogitsWarper
 
         self.calls += 1
-        torch.manual_seed(self.seed * 1_000_003 + self.calls)  # reproducible, new draws per call
+        if seeds is None:
+            seeds = [completion_seed(self.seed, self.calls, i) for i in range(len(prompts))]
+        if len(seeds) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
         out: list[str | None] = []
         for i in range(0, len(prompts), self.batch_size):
             chunk = list(prompts[i:i + self.batch_size])
@@ -232,17 +263,19 @@ class HFBackend:
             if max_new <= 0:
                 out += [None] * len(chunk)
                 continue
-            sample = settings.temperature > 0
+            processors: list[Any] = [FrequencyPenaltyLogitsProcessor(settings.frequency_penalty,
+                                                                     settings.presence_penalty, length)]
+            if settings.temperature > 0:  # sample; temperature 0 is greedy decoding
+                generators = [torch.Generator(self.model.device).manual_seed(s) for s in seeds[i:i + self.batch_size]]
+                processors.append(TemperatureLogitsWarper(settings.temperature))
+                if settings.top_p < 1.0:  # OpenAI has no top-k: none here
+                    processors.append(TopPLogitsWarper(settings.top_p))
+                processors.append(SeededRowSampler(generators))
             ids = self.model.generate(
                 **enc,
-                do_sample=sample,
-                temperature=settings.temperature if sample else None,
-                top_p=settings.top_p if sample else None,
-                top_k=0 if sample else None,  # OpenAI has no top-k; transformers' default is 50
+                do_sample=False,  # greedy over the scores SeededRowSampler leaves: its draw, or the argmax
                 max_new_tokens=max_new,
-                logits_processor=LogitsProcessorList(
-                    [FrequencyPenaltyLogitsProcessor(settings.frequency_penalty, settings.presence_penalty, length)]
-                ),
+                logits_processor=LogitsProcessorList(processors),
                 stopping_criteria=StoppingCriteriaList([StopOnText(settings.stop, self.tokenizer, length)]),
                 pad_token_id=self.tokenizer.pad_token_id,
             )

@@ -132,8 +132,11 @@ class OpenAIBackend:
             return None
         return None if text is None else text.split(s.stop)[0]
 
-    def complete(self, prompts: Sequence[str], settings: SamplingSettings = SamplingSettings()) -> list[str | None]:
-        """One completion per prompt, `workers` requests in flight at a time."""
+    def complete(self, prompts: Sequence[str], settings: SamplingSettings = SamplingSettings(),
+                 seeds: Sequence[int] | None = None) -> list[str | None]:
+        """One completion per prompt, `workers` requests in flight at a time. `seeds` are
+        ignored: hosted sampling cannot be seeded exactly, so a resumed OpenAI run writes the
+        same captions in the same order only as far as the API answers the same way."""
         with ThreadPoolExecutor(max_workers=max(1, self.workers)) as pool:
             return list(pool.map(lambda p: self._complete_one(p, settings), prompts))
 
