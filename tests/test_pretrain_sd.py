@@ -8,7 +8,15 @@ import torch
 from ip2p_lib.toyworld.pretrain.clip import train_clip
 from ip2p_lib.toyworld.pretrain.convert import to_hf_text_model
 from ip2p_lib.toyworld.pretrain.sd import train_unet
-from ip2p_lib.toyworld.pretrain.sd_assemble import assemble, make_deterministic, sample, save_pipeline
+from ip2p_lib.toyworld.pretrain.sd import SDConfig
+from ip2p_lib.toyworld.pretrain.sd_assemble import (
+    NonFiniteImages,
+    assemble,
+    float64_euler_ancestral,
+    make_deterministic,
+    sample,
+    save_pipeline,
+)
 from ip2p_lib.toyworld.pretrain.tokenizer import build_clip_tokenizer
 from ip2p_lib.toyworld.pretrain.vae import train_vae
 from tests.pretrain_tiny import tiny_clip, tiny_sd, tiny_vae
@@ -42,6 +50,7 @@ def test_tiny_unet_lowers_its_loss(trained):
     assert np.mean(losses[-4:]) < np.mean(losses[:4])
 
 
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # a NaN image cast to uint8 warns: fail instead
 def test_folder_loads_offline_in_fp32_and_three_samplers_work(tiny_parts, trained, tmp_path):
     from diffusers import DDIMScheduler, DPMSolverMultistepScheduler, StableDiffusionPipeline
 
@@ -60,3 +69,73 @@ def test_folder_loads_offline_in_fp32_and_three_samplers_work(tiny_parts, traine
         pipe.scheduler = cls.from_config(pipe.scheduler.config)
         out = pipe(prompts, num_inference_steps=3, height=64, width=64, output_type="np").images
         assert np.isfinite(out).all()
+
+
+def _toy_euler_ancestral():
+    """diffusers' Euler ancestral with toy SD's schedule (what `assemble` saves)."""
+    return assemble(None, None, None, None, SDConfig()).scheduler
+
+
+def test_float64_euler_ancestral_is_diffusers_step_without_the_nan():
+    """The first step from sigma_max = 20291, for 1 to 40 steps: diffusers' float32 step is NaN
+    at 3 steps (diffusers#14213); ours is finite at every step count and equals both the same
+    step done in float64 (with the closed form sigma_down = sigma_to**2 / sigma_from) and, where
+    diffusers is finite, diffusers' step.
+
+    Tolerance: the step computes x + (x - x0) / sigma * (sigma_down - sigma) + noise * sigma_up
+    in float32 with |x| <= M = max|latent| * 20291 ~ 9e4; each of its ~4 roundings of a quantity
+    of size M costs at most ulp(M) = M * 2**-23 (~0.01), so 4 ulp(M) bounds the error on any CPU.
+    A dropped noise term (~sigma_up * 4, from 4 to 80 here) or a NaN fails it; sigma_down's own
+    share, |latent| * sigma_down <= 4 * 0.02, is within float32's resolution of the step for
+    any implementation, which is why a NaN there was the only visible symptom."""
+    diffusers_sched = _toy_euler_ancestral()
+    ours = float64_euler_ancestral(diffusers_sched)
+    assert type(ours) is not type(diffusers_sched) and ours.config == diffusers_sched.config
+    latent = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    v = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
+    nan_at = []
+    for steps in range(1, 41):
+        results = []
+        for sched in (diffusers_sched, ours):
+            sched.set_timesteps(steps)
+            x = latent * sched.init_noise_sigma
+            t = sched.timesteps[0]
+            assert torch.isfinite(sched.scale_model_input(x, t)).all()
+            results.append(sched.step(v, t, x, generator=torch.Generator().manual_seed(2)).prev_sample)
+        bound = 4 * float(x.abs().max()) * 2**-23
+        # the same step in float64, from the same float32 x, sigmas and noise
+        sigmas = diffusers_sched.sigmas.double()
+        s_from, s_to = sigmas[0], sigmas[1]
+        x0 = v.double() * (-s_from / (s_from**2 + 1) ** 0.5) + x.double() / (s_from**2 + 1)
+        noise = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(2)).double()
+        expected = x0 + (x.double() - x0) / s_from * (s_to**2 / s_from) + noise * s_to * (1 - (s_to / s_from) ** 2) ** 0.5
+        assert (results[1].double() - expected).abs().max() <= bound, steps
+        if torch.isfinite(results[0]).all():
+            assert (results[1] - results[0]).abs().max() <= bound, steps
+        else:
+            nan_at.append(steps)
+    assert nan_at == [3]  # diffusers' float32 step; if this fails, diffusers fixed #14213: drop the float64 form
+
+
+def test_a_non_finite_image_is_an_error_naming_its_prompt_and_sampler():
+    class NaNPipeline:
+        """Returns NaN pixels for prompts that mention a fish."""
+
+        scheduler = _toy_euler_ancestral()
+
+        def set_progress_bar_config(self, **kwargs):
+            pass
+
+        def __call__(self, prompts, num_inference_steps, **kwargs):
+            self.used = type(self.scheduler).__name__
+            images = np.zeros((len(prompts), 64, 64, 3), dtype=np.float32)
+            images[["fish" in p for p in prompts], 5, 7, 1] = np.nan
+            return type("Output", (), {"images": images})
+
+    pipe = NaNPipeline()
+    original = pipe.scheduler
+    assert sample(pipe, ["a red circle", "a blue square"], steps=3).shape == (2, 64, 64, 3)
+    assert pipe.used == "EulerAncestralScheduler" and pipe.scheduler is original  # float64 form, then restored
+    with pytest.raises(NonFiniteImages, match=r"EulerAncestralDiscreteScheduler \(3 steps.*1 of 3 prompts, first 'a fish'"):
+        sample(pipe, ["a red circle", "a fish", "a blue square"], steps=3)
+    assert pipe.scheduler is original

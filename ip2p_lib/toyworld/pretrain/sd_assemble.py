@@ -3,11 +3,14 @@
 The folder has SD 1.5's layout (vae/, text_encoder/, tokenizer/, unet/, scheduler/,
 model_index.json), so `StableDiffusionPipeline.from_pretrained(folder)` loads it offline.
 The scheduler is Euler ancestral, the paper's sampler; DDIM and DPM-Solver load from the same
-scheduler config (`DDIMScheduler.from_config(pipe.scheduler.config)`).
+scheduler config (`DDIMScheduler.from_config(pipe.scheduler.config)`). `sample` runs Euler
+ancestral with its noise levels in float64 (`EulerAncestralScheduler`: diffusers' float32 step
+turns the whole image into NaN at few steps with this schedule) and refuses non-finite images.
 """
 
 from __future__ import annotations
 
+import functools
 import time
 from pathlib import Path
 from typing import Any
@@ -82,17 +85,78 @@ def save_pipeline(pipe: Any, folder: Path) -> None:
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
 
+class NonFiniteImages(FloatingPointError):
+    """A sampler produced NaN or infinite pixels: never a picture, always a numerical failure."""
+
+
+@functools.lru_cache(maxsize=None)
+def _euler_ancestral_float64() -> Any:
+    """`EulerAncestralScheduler` (below), made on first use: diffusers is imported lazily."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    class EulerAncestralScheduler(EulerAncestralDiscreteScheduler):
+        """diffusers' Euler ancestral sampler with its noise levels (sigmas) held in float64.
+
+        A step from sigma_from to sigma_to goes down to sigma_down deterministically, then adds
+        fresh noise of size sigma_up, so that sigma_down**2 + sigma_up**2 = sigma_to**2:
+
+            sigma_up   = sigma_to * sqrt(1 - sigma_to**2 / sigma_from**2)
+            sigma_down = sqrt(sigma_to**2 - sigma_up**2)        (= sigma_to**2 / sigma_from)
+
+        diffusers computes both as written, in float32. Toy SD's schedule (squaredcos_cap_v2,
+        whose last beta is capped at 0.999, so alphā_999 = 2.4e-9) with trailing spacing starts at
+        sigma_from = 20291; with 3 steps the next level is sigma_to = 1.75, and
+        sigma_to**2 / sigma_from**2 = 7e-9 lies below float32's resolution (6e-8): sigma_up
+        rounds to just above sigma_to, sigma_to**2 - sigma_up**2 is negative, its square root is
+        NaN, and the NaN fills every pixel (diffusers issue #14213). In float64 (resolution 1e-16)
+        the same formulas are right to ~1e-8. The sigmas keep diffusers' float32 values; only the
+        arithmetic on them is float64, and the samples stay float32."""
+
+        def set_timesteps(self, *args: Any, **kwargs: Any) -> None:
+            super().set_timesteps(*args, **kwargs)
+            self.sigmas = self.sigmas.to(torch.float64)
+
+    return EulerAncestralScheduler
+
+
+def float64_euler_ancestral(scheduler: Any) -> Any:
+    """`scheduler` itself, or, if it is diffusers' Euler ancestral, the float64 one with its config."""
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    if type(scheduler) is not EulerAncestralDiscreteScheduler:
+        return scheduler
+    return _euler_ancestral_float64().from_config(scheduler.config)
+
+
+def check_finite(images: np.ndarray, prompts: list[str], sampler: str) -> None:
+    """Raise `NonFiniteImages` naming the prompts whose images hold NaN or infinite pixels."""
+    bad = [p for p, image in zip(prompts, images) if not np.isfinite(image).all()]
+    if bad:
+        raise NonFiniteImages(f"{sampler} produced non-finite pixels for {len(bad)} of {len(prompts)} prompts, "
+                              f"first {bad[0]!r}")
+
+
 @torch.no_grad()
 def sample(pipe: Any, prompts: list[str], guidance_scale: float = GUIDANCE_SCALE, steps: int = NUM_STEPS,
            seed: int = 0, batch: int = 50, progress: bool = False) -> np.ndarray:
-    """uint8 samples (N, 64, 64, 3); one generator per call, so the same call gives the same images."""
+    """uint8 samples (N, 64, 64, 3); one generator per call, so the same call gives the same images.
+
+    Euler ancestral runs in its float64 form (`float64_euler_ancestral`); an image with a
+    non-finite pixel raises `NonFiniteImages` instead of being cast to garbage."""
     pipe.set_progress_bar_config(disable=not progress)
     gen = torch.Generator().manual_seed(seed)
+    original = pipe.scheduler
+    pipe.scheduler = float64_euler_ancestral(original)
+    sampler = f"{type(original).__name__} ({steps} steps, guidance {guidance_scale:g}, seed {seed})"
     out = []
-    for i in range(0, len(prompts), batch):
-        images = pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=guidance_scale,
-                      height=64, width=64, generator=gen, output_type="np").images
-        out.append((images * 255).round().astype(np.uint8))
+    try:
+        for i in range(0, len(prompts), batch):
+            images = pipe(prompts[i:i + batch], num_inference_steps=steps, guidance_scale=guidance_scale,
+                          height=64, width=64, generator=gen, output_type="np").images
+            check_finite(images, prompts[i:i + batch], sampler)
+            out.append((images * 255).round().astype(np.uint8))
+    finally:
+        pipe.scheduler = original
     return np.concatenate(out)
 
 
