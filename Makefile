@@ -1,7 +1,8 @@
 # Two commands do everything on a fresh machine:
 #   make notebooks   # run every notebook end to end (toy profile), figures into figures/toy/
 #   make test        # unit + parity tests, and every notebook in the smoke profile
-# Both create the virtual environment in .venv when it is missing or older than pyproject.toml.
+# Both create the virtual environment in .venv when it is missing or older than pyproject.toml
+# or constraints.txt (the exact versions of the last green run; pyproject.toml keeps ranges).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -17,10 +18,10 @@ export MPLBACKEND := Agg
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -c constraints.txt -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (ip2p)"
 	touch $(STAMP)
 

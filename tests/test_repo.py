@@ -142,3 +142,74 @@ def test_no_import_circles():
         if node not in state:
             visit(node, [node])
     assert not circles, "import circles:\n" + "\n".join(" -> ".join(c) for c in circles)
+
+
+# ---------------------------------------------------------------- constraints.txt: the exact versions of the last green run
+
+
+def _direct_requirements():
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["dev"]]
+
+
+def _constraint_pins(text: str) -> dict[str, list]:
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    pins: dict[str, list] = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            pin = Requirement(line)
+            pins.setdefault(canonicalize_name(pin.name), []).append(pin)
+    return pins
+
+
+def _pin_problems(requirements, pins) -> list[str]:
+    """What is wrong with `pins` for `requirements`: a missing, doubled, inexact or out-of-range
+    pin, or a pin of something that is not a direct dependency."""
+    from packaging.utils import canonicalize_name
+
+    problems = []
+    for req in requirements:
+        found = pins.get(canonicalize_name(req.name), [])
+        if len(found) != 1:
+            problems.append(f"{req.name}: {len(found)} pins (want exactly one)")
+            continue
+        spec = list(found[0].specifier)
+        if len(spec) != 1 or spec[0].operator != "==" or "*" in spec[0].version:
+            problems.append(f"{found[0]}: not an exact pin (==X.Y.Z)")
+        elif not req.specifier.contains(spec[0].version, prereleases=True):
+            problems.append(f"{found[0]}: outside pyproject's range {req}")
+    extra = set(pins) - {canonicalize_name(r.name) for r in requirements}
+    problems += [f"{name}: pinned but not a direct dependency" for name in sorted(extra)]
+    return problems
+
+
+def test_constraints_pin_every_direct_dependency_exactly_within_its_range():
+    requirements = _direct_requirements()
+    assert len(requirements) > 20  # dependencies and the dev extra
+    assert _pin_problems(requirements, _constraint_pins((ROOT / "constraints.txt").read_text())) == []
+
+
+def test_the_pin_check_finds_each_kind_of_mistake():
+    from packaging.requirements import Requirement
+
+    requirements = [Requirement("torch>=2.4"), Requirement("open_clip_torch>=2.26"), Requirement("tqdm>=4.66")]
+    assert _pin_problems(requirements, _constraint_pins("torch==2.14.1\nopen-clip-torch==3.3.0  # ok\ntqdm==4.70.1")) == []
+    bad = _constraint_pins("torch==2.3.0\ntorch==2.14.1\nopen_clip_torch>=3.0\nnumpy==2.4.6")
+    assert _pin_problems(requirements, bad) == ["torch: 2 pins (want exactly one)",
+                                                "open_clip_torch>=3.0: not an exact pin (==X.Y.Z)",
+                                                "tqdm: 0 pins (want exactly one)",
+                                                "numpy: pinned but not a direct dependency"]
+    assert _pin_problems(requirements[:1], _constraint_pins("torch==2.3.0")) == [
+        "torch==2.3.0: outside pyproject's range torch>=2.4"]
+
+
+def test_make_venv_installs_with_the_constraints_and_is_redone_when_they_change():
+    makefile = (ROOT / "Makefile").read_text()
+    stamp_rule = re.search(r"^\$\(STAMP\):(.*)$", makefile, re.M)
+    assert stamp_rule and "constraints.txt" in stamp_rule.group(1).split()
+    assert re.search(r"pip install -c constraints\.txt -e \"\.\[dev\]\"", makefile)
