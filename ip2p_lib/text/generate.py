@@ -204,6 +204,7 @@ class BatchStart:
 
 
 def _input(record: Mapping[str, object]) -> str:
+    """A record's caption (`input`, or `caption` in files that use that name)."""
     return record.get("input", record.get("caption"))  # type: ignore[return-value]
 
 
