@@ -178,27 +178,29 @@ def test_each_row_samples_with_its_own_seed(tiny_lm):
     assert backend.complete(prompts, settings, seeds=seeds) == together
 
 
-def test_seeded_sampling_is_transformers_sampling_for_one_row(tiny_lm):
-    """Parity: for one prompt, SeededRowSampler draws what `generate(do_sample=True)` draws
-    from the global generator seeded alike (same distribution, same random numbers)."""
-    from transformers import LogitsProcessorList
+def test_seeded_row_sampler_draws_each_token_with_its_probability():
+    """4000 rows with the same scores and seeds 0..3999: each token is drawn in proportion to
+    softmax(scores), within 5 standard deviations of a binomial count (the seeds are fixed, so
+    the test is deterministic; an off-by-one token, unscaled or shared uniforms fail it); a
+    token at -inf (top-p filtered) never; a row's next step uses its next uniform."""
+    from ip2p_lib.text.hf_backend import SeededRowSampler
 
-    from ip2p_lib.text.caption_lm import world_captions
-    from ip2p_lib.text.format import STOP
-
-    backend = HFBackend(tiny_lm, device="cpu")
-    model, tok = backend.model, backend.tokenizer
-    settings = SamplingSettings(temperature=0.7, top_p=0.9, frequency_penalty=0.1, max_tokens=20)
-    for k, caption in enumerate(world_captions(3, seed=4)):
-        prompt = make_prompt(caption)
-        enc = tok([prompt], return_tensors="pt", add_special_tokens=False)
-        length = enc["input_ids"].shape[1]
-        torch.manual_seed(1000 + k)
-        ids = model.generate(**enc, do_sample=True, temperature=0.7, top_p=0.9, top_k=0, max_new_tokens=20,
-                             logits_processor=LogitsProcessorList([FrequencyPenaltyLogitsProcessor(0.1, 0.0, length)]),
-                             stopping_criteria=[StopOnText(STOP, tok, length)], pad_token_id=tok.pad_token_id)
-        theirs = tok.decode(ids[0, length:], skip_special_tokens=True).split(STOP)[0]
-        assert backend.complete([prompt], settings, seeds=[1000 + k]) == [theirs]
+    n, prompt_length = 4000, 3
+    probs = torch.tensor([0.05, 0.1, 0.15, 0.2, 0.5, 0.0])
+    scores = torch.log(probs).expand(n, -1).clone()  # log 0 = -inf
+    sampler = SeededRowSampler([torch.Generator().manual_seed(s) for s in range(n)], steps=2, prompt_length=prompt_length)
+    draws = []
+    for step in range(2):
+        out = sampler(torch.zeros(n, prompt_length + step, dtype=torch.long), scores)
+        assert ((out == 0).sum(dim=1) == 1).all() and (out[out != 0] == float("-inf")).all()  # one token left per row
+        draws.append(out.argmax(dim=1))
+        counts = torch.bincount(draws[-1], minlength=6).double()
+        expected = n * probs.double()
+        assert ((counts - expected).abs() <= 5 * (expected * (1 - probs.double())).sqrt()).all(), counts
+        assert counts[5] == 0
+    assert (draws[0] != draws[1]).float().mean() > 0.5  # step 2 draws afresh (same-token rate: sum p^2 = 0.33)
+    again = SeededRowSampler([torch.Generator().manual_seed(s) for s in range(3)], steps=2, prompt_length=prompt_length)
+    assert torch.equal(again(torch.zeros(3, prompt_length, dtype=torch.long), scores[:3]).argmax(dim=1), draws[0][:3])
 
 
 def test_a_killed_hf_run_writes_what_an_uninterrupted_run_writes(memorised_lm, tmp_path):

@@ -207,17 +207,23 @@ class StopOnText:
 class SeededRowSampler:
     """Sampling with one generator per row, as the last logits processor of a greedy `generate`.
 
-    Row r draws its next token from softmax(scores[r]) (the scores already penalised, divided by
-    the temperature and top-p filtered by the processors before it) with its own generator, and
-    gets back scores that are 0 at the drawn token and -inf elsewhere, so that the greedy step
-    picks exactly that token. A row's draws depend on its own seed and scores only."""
+    Row r draws its k-th token by inverse transform sampling: with u = its own k-th uniform
+    number in [0, 1), the first token j whose cumulative probability exceeds u, where the
+    probabilities are the softmax of the scores that the processors before this one left
+    (penalised, divided by the temperature, top-p filtered). It returns scores that are 0 at the
+    drawn token and -inf elsewhere, so that the greedy step picks exactly that token. Each row's
+    uniforms are drawn up front from its own generator, so its tokens depend on its own seed and
+    scores only, and a step costs one vectorised draw for the whole batch."""
 
-    def __init__(self, generators: Sequence[torch.Generator]) -> None:
-        self.generators = list(generators)
+    def __init__(self, generators: Sequence[torch.Generator], steps: int, prompt_length: int) -> None:
+        self.uniforms = torch.stack([torch.rand(steps, generator=g, device=g.device) for g in generators])
+        self.prompt_length = prompt_length
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(scores.float(), dim=-1)
-        drawn = torch.stack([torch.multinomial(p, 1, generator=g) for p, g in zip(probs, self.generators)])
+        k = input_ids.shape[1] - self.prompt_length  # tokens generated so far
+        cdf = torch.softmax(scores.float(), dim=-1).cumsum(dim=-1)
+        u = self.uniforms[:, k:k + 1].to(cdf.device) * cdf[:, -1:]  # scaled by the total, which rounding moves off 1
+        drawn = torch.searchsorted(cdf, u, right=True).clamp(max=scores.shape[-1] - 1)
         return torch.full_like(scores, float("-inf")).scatter_(1, drawn, 0.0)
 
 
@@ -270,7 +276,7 @@ class HFBackend:
                 processors.append(TemperatureLogitsWarper(settings.temperature))
                 if settings.top_p < 1.0:  # OpenAI has no top-k: none here
                     processors.append(TopPLogitsWarper(settings.top_p))
-                processors.append(SeededRowSampler(generators))
+                processors.append(SeededRowSampler(generators, max_new, length))
             ids = self.model.generate(
                 **enc,
                 do_sample=False,  # greedy over the scores SeededRowSampler leaves: its draw, or the argmax
