@@ -12,7 +12,7 @@ def repo_root() -> Path:
     env = os.environ.get("IP2P_ROOT")
     if env:
         return Path(env).resolve()
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]  # ip2p_lib/infra/paths.py -> the repository
     if (here / "pyproject.toml").exists():
         return here
     return Path.cwd().resolve()
