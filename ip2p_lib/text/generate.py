@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.text.backends import BACKENDS, SamplingSettings, TextBackend
 from ip2p_lib.text.format import is_unchanged, make_prompt, parse_completion
@@ -65,16 +66,26 @@ def toy_captions(seed: int = 1, exclude: Iterable[str] = ()) -> Iterator[Caption
 def file_captions(path: Path) -> Iterator[CaptionItem]:
     """Captions from a .txt file (one a line) or a .jsonl file (field caption, input, text or
     TEXT, and url/URL if present)."""
-    if not path.exists():
-        raise UserError(f"no caption file at {path}")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
+    checks.input_file(path, "--captions", "caption file")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as err:
+        raise UserError(f"{path} is not UTF-8 text (byte {err.start}); give a .txt or .jsonl file of captions") from None
+    if not any(line.strip() for line in lines):
         raise UserError(f"{path} holds no captions")
     if path.suffix != ".jsonl":
-        return (CaptionItem(line.strip()) for line in lines)
+        return (CaptionItem(line.strip()) for line in lines if line.strip())
     items = []
+    hint = 'write one JSON object a line, e.g. {"caption": "a red circle"}'
     for number, line in enumerate(lines, 1):
-        record = json.loads(line)
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise UserError(f"{path}:{number} is not a JSON object ({err.msg}); {hint}") from None
+        if not isinstance(record, dict):
+            raise UserError(f"{path}:{number} is not a JSON object; {hint}")
         key = next((k for k in ("caption", "input", "text", "TEXT") if k in record), None)
         if key is None:
             raise UserError(f"{path}:{number} has no caption field (caption, input, text or TEXT)")
@@ -208,8 +219,7 @@ def generate_triples(
     writes a usable triple cannot loop for ever over an endless source."""
     from tqdm.auto import tqdm
 
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
+    checks.number(n, "--n", int, minimum=1)
     out = Path(out)
     done = read_done(out)
     seen = {r.get("input", r.get("caption")) for r in done}
