@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.infra.paths import repo_root
 from ip2p_lib.infra.profiles import PROFILES, notebook_parameters
@@ -100,6 +101,9 @@ def run_notebooks(
 
 
 def _run(args: argparse.Namespace) -> int:
+    for folder, option in ((args.out, "--out"), (args.figures, "--figures")):
+        if folder is not None:
+            checks.output_folder(folder, option)  # before papermill and the first notebook
     results = run_notebooks(args.profile, args.only, args.out, args.figures)
     failed = [r for r in results if r.error]
     total = sum(r.seconds for r in results)
@@ -117,8 +121,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="run the notebooks end to end with papermill",
         description="Run notebooks/NN_*.ipynb in order for a profile; stop at the first failure.",
     )
-    p.add_argument("--profile", choices=PROFILES, default="toy", help="toy (default), smoke (CI sizes) or full (GPU)")
-    p.add_argument("--only", nargs="+", metavar="NN", help="run only these notebooks, by number or name")
+    p.add_argument("--profile", choices=PROFILES, default="toy",
+                   help="toy (a laptop CPU), smoke (CI sizes) or full (GPU) (default toy)")
+    p.add_argument("--only", nargs="+", metavar="NN",
+                   help="run only these notebooks, by number or name (default: all, in order)")
     p.add_argument("--out", type=Path, help="folder for executed copies (default build/notebooks/<profile>)")
     p.add_argument("--figures", type=Path, help="folder replacing figures/ (default: the repo's figures/)")
     p.set_defaults(func=_run)
