@@ -29,11 +29,11 @@ def _one_line_error(capsys, *needles):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--steps", "0"], "--steps must be >= 1"),
+        (["--steps", "0"], "steps must be at least 1"),
         (["--steps", "ten"], "--steps must be an integer"),
-        (["--text-guidance", "-1"], "--text-guidance must be >= 0"),
+        (["--text-guidance", "-1"], "text guidance s_T must be at least 0"),
         (["--image-guidance", "abc"], "--image-guidance must be a number"),
-        (["--text-guidance", "nan"], "must be finite"),
+        (["--text-guidance", "nan"], "must be a finite number"),
         (["--seed", "x"], "--seed must be an integer"),
         (["--device", "tpu"], "--device must be"),
         (["--sizing", "stretch"], "--sizing must be"),

@@ -15,7 +15,18 @@ import numpy as np
 
 from ip2p_lib.editor.schedulers import make_scheduler
 from ip2p_lib.guidance import PAPER_IMAGE_GUIDANCE, PAPER_STEPS, PAPER_TEXT_GUIDANCE, dual_cfg, uses_all_branches
+from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
+
+
+def check_edit_arguments(instruction: str, steps: int, s_T: float, s_I: float) -> None:
+    """The one check of an edit's arguments (`edit` and `ip2p edit` both call it, the CLI before
+    the model loads): a non-empty instruction, at least 1 step, finite scales s_T, s_I >= 0."""
+    if not instruction or not instruction.strip():
+        raise UserError("the instruction is empty: say what to change, e.g. 'make it snowy'")
+    checks.number(steps, "steps", int, minimum=1)
+    checks.number(s_T, "the text guidance s_T", minimum=0)
+    checks.number(s_I, "the image guidance s_I", minimum=0)
 
 
 @dataclass
@@ -132,12 +143,7 @@ class InstructPix2PixEditor:
 
         from ip2p_lib.editor.imageprep import resize_for_model, to_model_tensor, to_rgb
 
-        if not instruction or not instruction.strip():
-            raise UserError("the instruction is empty: say what to change, e.g. 'make it snowy'")
-        if int(steps) < 1:
-            raise UserError(f"steps must be at least 1, got {steps}")
-        if text_guidance < 0 or image_guidance < 0:
-            raise UserError("guidance scales must be >= 0")
+        check_edit_arguments(instruction, steps, s_T=text_guidance, s_I=image_guidance)
         seed = random.randrange(2**31) if seed is None else int(seed)
         generator = torch.Generator("cpu").manual_seed(seed)
         three = uses_all_branches(image_guidance, text_guidance, guidance_rule)
