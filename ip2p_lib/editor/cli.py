@@ -114,12 +114,12 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in Image.registered_extensions():
         raise UserError(f"cannot tell the image format of {output}: give it an extension such as .png or .jpg")
-    checks.output_file(output, "--output")
-    scheduler_class(args.scheduler)
     image = load_rgb(args.input)
     model = resolve_model(args.model)
     checks.model_folder(model, "--model", "model_index.json", "InstructPix2Pix model")
-    device = resolve_device(args.device)
+    checks.output_file(output, "--output")
+    scheduler_class(args.scheduler)  # the first check that imports diffusers
+    device = resolve_device(args.device)  # and torch
 
     import torch
 

@@ -135,6 +135,7 @@ class InstructPix2PixEditor:
         `resolution` defaults to the model's native one; `sizing` is "authors" or "diffusers"
         (see `ip2p_lib.editor.imageprep`); `guidance_rule` is explained in `uses_all_branches`.
         """
+        check_edit_arguments(instruction, steps, s_T=text_guidance, s_I=image_guidance)
         import inspect
 
         import torch
@@ -143,7 +144,6 @@ class InstructPix2PixEditor:
 
         from ip2p_lib.editor.imageprep import resize_for_model, to_model_tensor, to_rgb
 
-        check_edit_arguments(instruction, steps, s_T=text_guidance, s_I=image_guidance)
         seed = random.randrange(2**31) if seed is None else int(seed)
         generator = torch.Generator("cpu").manual_seed(seed)
         three = uses_all_branches(image_guidance, text_guidance, guidance_rule)

@@ -75,7 +75,7 @@ def output_file(path: str | Path, option: str) -> Path:
     is not a folder nor an existing file that cannot be written."""
     path = Path(path).expanduser()
     if path.is_dir():
-        raise UserError(f"{option} {path} is a folder; give a file path inside it, e.g. {path / 'out.jsonl'}")
+        raise UserError(f"{option} {path} is a folder; give the path of a file (it may be inside this folder)")
     output_folder(path.parent, option)
     if path.exists() and not os.access(path, os.W_OK):
         raise UserError(f"{option} {path}: this file is not writable; choose another path")

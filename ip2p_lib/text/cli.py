@@ -17,6 +17,7 @@ from pathlib import Path
 from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.text.backends import SamplingSettings
+from ip2p_lib.text.format import make_completion, make_prompt
 from ip2p_lib.text.seed import SEED_SIZE
 
 
@@ -46,9 +47,9 @@ def _finetune(args: argparse.Namespace) -> int:
 
     triples = load_seed_set(args.seed_file)
     if args.backend == "hf":
-        from ip2p_lib.text.caption_lm import toy_lm_path
+        from ip2p_lib.infra.models import toy_model_dir
 
-        model = args.model or toy_lm_path()
+        model = args.model or toy_model_dir("lm")
         checks.model_folder(model, "--model", "config.json", "language model")
         out = checks.output_folder(args.out or "runs/text/lm-ft", "--out")
         from ip2p_lib.text.hf_backend import finetune_hf
@@ -137,8 +138,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=_seed)
 
     f = cmds.add_parser("finetune", help="fine-tune a model on the seed triples",
-                        description="Fine-tune a language model on seed triples (prompt caption + \"\\n##\\n\", "
-                        "completion instruction + \"\\n%%%%\\n\" + edited caption).")
+                        description="Fine-tune a language model on seed triples in the authors' format: prompt "
+                        f"{make_prompt('CAPTION')!r}, completion {make_completion('INSTRUCTION', 'EDITED CAPTION')!r}.")
     f.add_argument("--backend", choices=("hf", "openai"), default="hf",
                    help="hf (a local transformers model) or openai (a hosted fine-tuning job) (default hf)")
     f.add_argument("--model", help="hf: base model folder (default the toy LM, data/toy/models/lm); "
@@ -161,7 +162,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "sampling settings and filters; an existing output file is resumed.")
     g.add_argument("--backend", choices=("hf", "openai"), default="hf",
                    help="hf (a local transformers model) or openai (an OpenAI-compatible API) (default hf)")
-    g.add_argument("--model", help="hf: fine-tuned model folder; openai: fine-tuned model name (required)")
+    g.add_argument("--model", help="hf: fine-tuned model folder; openai: fine-tuned model name (required, no default)")
     g.add_argument("--captions", default="toy",
                    help='"toy" (world captions unseen in the seed set), a .txt/.jsonl file, or a hub dataset id '
                    '(ChristophSchuhmann/improved_aesthetics_6.5plus for the paper\'s LAION-Aesthetics 6.5+) '

@@ -77,12 +77,6 @@ def _check(args: argparse.Namespace, models: tuple[str, ...]) -> list[tuple[str,
             if model not in INIT_FROM:
                 raise UserError(f"--init-from is for {' and '.join(INIT_FROM)}, not {model}")
             checks.model_folder(args.init_from, "--init-from", EXPORTED_FILE[model], f"toy {model}", hub=False)
-    if "sd" in models:  # toy SD trains on the frozen toy VAE and toy CLIP
-        for part in ("vae", "clip"):
-            made_first = part in models and not args.no_export
-            if not made_first and not (default_out(part) / EXPORTED_FILE[part]).exists():
-                raise UserError(f"toy SD needs the toy {part} at {default_out(part)}, which is missing; "
-                                f"make it first with `ip2p toy pretrain {part}`")
     plan = []
     for model in models:
         run_dir = args.run_dir if (args.run_dir and len(models) == 1) else None
@@ -96,6 +90,12 @@ def _check(args: argparse.Namespace, models: tuple[str, ...]) -> list[tuple[str,
         if out is not None:
             checks.output_folder(out, "--out")
         plan.append((model, Path(run_dir), out))
+    if "sd" in models:  # toy SD trains on the frozen toy VAE and toy CLIP
+        for part in ("vae", "clip"):
+            made_first = part in models and not args.no_export
+            if not made_first and not (default_out(part) / EXPORTED_FILE[part]).exists():
+                raise UserError(f"toy SD needs the toy {part} at {default_out(part)}, which is missing; "
+                                f"make it first with `ip2p toy pretrain {part}`")
     return plan
 
 
