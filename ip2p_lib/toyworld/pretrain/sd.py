@@ -51,7 +51,7 @@ class SDConfig:
     lr_floor: float = 0.1
     weight_decay: float = 0.01
     ema_decay: float = 0.999
-    p_position: float = 0.5  # fraction of training captions that name the object's region
+    p_position: float = 0.75  # fraction of training captions that name the object's region (0.5 before position was learned)
     init_from: str | None = None  # an exported toy SD folder whose UNet to continue from (None: random init)
     seed: int = 0
 

@@ -177,8 +177,10 @@ def finish(cfg: Any, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, sta
             f"Quality (oracle, 200 random captions of held-out scenes, {NUM_STEPS} Euler ancestral steps, CFG {GUIDANCE_SCALE})": metrics,
             f"Position (oracle, 200 captions of held-out scenes that all name a region, {NUM_STEPS} steps)": position,
             "Samples": "![samples](samples.png) (first 18: random captions; last 18: captions naming a region, CFG 5)",
-            "Reproduce": f"`ip2p toy pretrain vae && ip2p toy pretrain clip && ip2p toy pretrain sd --threads {threads}` "
-                         f"(seed {cfg.seed}; each command resumes from its checkpoint)",
+            "Reproduce": (f"`ip2p toy pretrain sd --threads {threads} --steps {cfg.steps} --lr {cfg.lr:g} --init-from "
+                          "<an exported toy SD>` (continued training; see Run notes)" if getattr(cfg, "init_from", None) else
+                          f"`ip2p toy pretrain vae && ip2p toy pretrain clip && ip2p toy pretrain sd --threads {threads}` ")
+                         + f"(seed {cfg.seed}; each command resumes from its checkpoint)",
         })
     metrics["eval_wall_s"] = round(time.time() - t0)
     return {**metrics, "position": position}
