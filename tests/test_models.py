@@ -1,23 +1,22 @@
-"""The loaders: committed toy models load offline through the same calls as the full models, and
-a missing model gives one clear UserError that says what to download."""
-
-import os
+"""The one model loader: committed toy models load offline through the same calls as the full
+models; a missing model, folder or hub id gives one clear UserError that says what to download;
+"offline" means what huggingface_hub means by it."""
 
 import pytest
 import torch
 
 from ip2p_lib.infra import models
 from ip2p_lib.infra.errors import UserError
-from ip2p_lib.infra.paths import data_dir
-
-MODELS = data_dir() / "toy" / "models"
-
-
-def _committed(role, marker):
-    return pytest.mark.skipif(not (MODELS / role / marker).exists(), reason=f"toy {role} not committed yet")
+from ip2p_lib.infra.models import from_pretrained
+from tests.fixtures_ip2p import offline  # noqa: F401  (fixture)
 
 
-@_committed("clip", "open_clip_config.json")
+def _committed(role):
+    folder = models.toy_model_dir(role, check=False)
+    return pytest.mark.skipif(not (folder / models.TOY_MODELS[role].marker).exists(), reason=f"toy {role} not committed yet")
+
+
+@_committed("clip")
 @torch.no_grad()
 def test_toy_clip_loads_offline_and_ranks_the_right_caption_first():
     from ip2p_lib.toyworld import Scene, caption, render
@@ -32,7 +31,7 @@ def test_toy_clip_loads_offline_and_ranks_the_right_caption_first():
     assert int(sims.argmax()) == 0
 
 
-@_committed("lm", "config.json")
+@_committed("lm")
 def test_toy_lm_loads_offline_and_keeps_newlines():
     model, tok = models.load_lm("toy")
     text = "a big red circle\n##\nmake it blue\n%%\na big blue circle\nEND"
@@ -40,7 +39,7 @@ def test_toy_lm_loads_offline_and_keeps_newlines():
     assert model.config.model_type == "gpt2"
 
 
-@_committed("sd", "model_index.json")
+@_committed("sd")
 def test_toy_sd_loads_offline_in_fp32():
     pipe = models.load_sd("toy")
     assert pipe.unet.dtype == torch.float32
@@ -55,26 +54,94 @@ def test_missing_toy_folder_names_the_command(monkeypatch, tmp_path):
 
 
 def test_unknown_profile_and_role_are_user_errors():
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="toy, smoke, full"):
         models.load_sd("huge")
-    with pytest.raises(UserError):
+    with pytest.raises(UserError, match="sd, vae, clip, lm, ip2p"):
         models.toy_model_dir("gpt5")
 
 
-@pytest.mark.skipif(os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs the offline hub setting")
+def test_every_toy_folder_is_named_in_one_place(monkeypatch, tmp_path):
+    monkeypatch.setattr(models, "data_dir", lambda: tmp_path)
+    assert models.toy_model_dir("vae", check=False) == tmp_path / "toy" / "models" / "sd" / "vae"
+    assert models.toy_model_dir("ip2p", check=False) == tmp_path / "toy" / "models" / "ip2p"
+    with pytest.raises(UserError, match="notebook 05_training"):  # the editor's toy model is made by training
+        models.toy_model_dir("ip2p")
+    (tmp_path / "toy" / "models" / "ip2p").mkdir(parents=True)
+    (tmp_path / "toy" / "models" / "ip2p" / "model_index.json").write_text("{}")
+    assert models.toy_model_dir("ip2p") == tmp_path / "toy" / "models" / "ip2p"
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("1", True), ("true", True), ("TRUE", True), ("yes", True), ("On", True),
+    ("0", False), ("false", False), ("no", False), ("off", False), ("", False), (None, False),
+])
+def test_offline_reads_hf_hub_offline_as_huggingface_hub_does(monkeypatch, value, expected):
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    if value is None:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    else:
+        monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert models.is_offline() is expected
+    where = "offline mode" if expected else "could not be loaded from the hub"
+    assert where in str(models.hub_error("model", "a/b", OSError("x")))
+
+
+def test_transformers_offline_counts_only_when_hf_hub_offline_is_unset(monkeypatch):
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    assert models.is_offline()
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    assert not models.is_offline()
+
+
+class _Loader:
+    @classmethod
+    def from_pretrained(cls, name, **kwargs):
+        return name
+
+
+def test_uncached_hub_id_offline_names_the_download_command(offline):  # noqa: F811
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    name = "ip2p-tests-nobody/never-uploaded-model-4f2a"
+    with pytest.raises(UserError) as info:
+        from_pretrained(StableDiffusionInstructPix2PixPipeline, name, what="InstructPix2Pix model")
+    msg = str(info.value)
+    assert name in msg and f"hf download {name}" in msg and "offline mode" in msg and "\n" not in msg
+
+
+def test_bad_names_and_folders(tmp_path):
+    with pytest.raises(UserError, match="no model folder"):
+        from_pretrained(_Loader, str(tmp_path / "missing") + "/")
+    with pytest.raises(UserError, match="valid hub id"):
+        from_pretrained(_Loader, "not a valid id!")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="model_index.json"):
+        from_pretrained(_Loader, str(tmp_path / "empty"), required_file="model_index.json")
+    assert from_pretrained(_Loader, str(tmp_path / "empty")) == str(tmp_path / "empty")
+
+
+def test_a_folder_without_a_language_model_is_a_user_error(tmp_path):
+    from ip2p_lib.text.hf_backend import load_causal_lm
+
+    with pytest.raises(UserError, match="no config.json"):
+        load_causal_lm(tmp_path)
+
+
+@pytest.mark.skipif(not models.is_offline(), reason="needs the offline hub setting")
 def test_full_sd_not_cached_offline_says_what_to_download():
     with pytest.raises(UserError, match="hf download stable-diffusion-v1-5/stable-diffusion-v1-5"):
         models.load_sd("full")
 
 
-@pytest.mark.skipif(os.environ.get("HF_HUB_OFFLINE") != "1", reason="needs the offline hub setting")
+@pytest.mark.skipif(not models.is_offline(), reason="needs the offline hub setting")
 def test_full_clip_not_cached_offline_says_what_to_download():
     with pytest.raises(UserError, match="ViT-L-14"):
         models.load_clip("full")
 
 
 def _finished_sd() -> bool:
-    card = MODELS / "sd" / "README.md"
+    card = models.toy_model_dir("sd", check=False) / "README.md"
     return card.exists() and "INTERIM" not in card.read_text()
 
 
@@ -91,7 +158,7 @@ def test_committed_toy_sd_stays_above_a_quality_floor():
     assert acc["color"] >= 0.75 and acc["background"] >= 0.75 and acc["shape"] >= 0.6, acc
 
 
-@_committed("clip", "open_clip_config.json")
+@_committed("clip")
 @torch.no_grad()
 def test_committed_clip_text_tower_as_clip_text_model_is_the_same_function():
     from ip2p_lib.toyworld.pretrain.convert import to_hf_text_model
