@@ -17,7 +17,6 @@ either name for the caption.
 
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -27,6 +26,8 @@ import numpy as np
 
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.infra.paths import data_dir
+from ip2p_lib.infra.records import read_records, write_records
+from ip2p_lib.text.format import TRIPLE_ALIASES, TRIPLE_FIELDS
 from ip2p_lib.toyworld import (
     BACKGROUNDS, COLORS, EDIT_KINDS, SHAPES, Edit, Scene, apply, caption, instruction, sample_edit, sample_scene,
 )
@@ -164,23 +165,7 @@ def read_triples(path: str | Path) -> list[dict[str, str]]:
 
     The caption may be named `input` (the released files) or `caption` (what the authors'
     generation script writes); other fields (`url`, ...) are kept."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"no triples file at {path}")
-    triples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number} is not a JSON object ({err.msg})") from None
-        if "input" not in record and "caption" in record:
-            record["input"] = record.pop("caption")
-        missing = [k for k in ("input", "edit", "output") if k not in record]
-        if missing:
-            raise UserError(f"{path}:{number} lacks field(s) {', '.join(missing)} (need input or caption, edit, output)")
-        triples.append(record)
+    triples = read_records(path, aliases=TRIPLE_ALIASES, required=TRIPLE_FIELDS, what="triples")
     if not triples:
         raise UserError(f"{path} holds no triples")
     return triples
@@ -188,15 +173,7 @@ def read_triples(path: str | Path) -> list[dict[str, str]]:
 
 def write_triples(triples: Iterable[Mapping[str, str]], path: str | Path) -> Path:
     """Write triples as JSON lines (`input`, `edit`, `output` first), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for t in triples:
-            ordered = {"input": t["input"], "edit": t["edit"], "output": t["output"], **t}
-            f.write(json.dumps(ordered, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_records(({**{k: t[k] for k in TRIPLE_FIELDS}, **t} for t in triples), path)
 
 
 def seed_path() -> Path:
