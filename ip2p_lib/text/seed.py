@@ -31,8 +31,8 @@ from ip2p_lib.text.format import TRIPLE_ALIASES, TRIPLE_FIELDS
 from ip2p_lib.toyworld import (
     BACKGROUNDS, COLORS, EDIT_KINDS, SHAPES, Edit, Scene, apply, caption, instruction, sample_edit, sample_scene,
 )
-from ip2p_lib.toyworld.captions import CAPTION_TEMPLATES, POSITION_PHRASES
-from ip2p_lib.toyworld.edits import MOVE_TO_PHRASES, PHRASINGS
+from ip2p_lib.toyworld.captions import random_caption_variant
+from ip2p_lib.toyworld.edits import PHRASINGS, instruction_slots, phrasing_key
 
 SEED_SIZE = 700
 SEED_FILE = "toy/seed_edits.jsonl"
@@ -102,27 +102,15 @@ def uses_heldout_phrasing(text: str) -> bool:
     return any(p.search(text.lower()) for p in heldout_patterns())
 
 
-def _phrase_key(edit: Edit) -> str:
-    return f"resize:{edit.value}" if edit.kind == "resize" else edit.kind
-
-
 def human_instruction(edit: Edit, scene: Scene, rng: np.random.Generator) -> str:
     """An instruction as a person might type it: a world `train` phrasing (2 times in 3) or
     an everyday wording, then small habits of typing (please, a capital, a full stop)."""
     if rng.uniform() < 2 / 3:
         text = instruction(edit, scene, rng, split="train")
     else:
-        templates = EXTRA_PHRASINGS[_phrase_key(edit)]
-        region = edit.region if edit.kind == "move" else (scene.hpos, scene.vpos)
+        templates = EXTRA_PHRASINGS[phrasing_key(edit)]
         pick = int(rng.integers(2))
-        text = templates[int(rng.integers(len(templates)))].format(
-            shape=scene.shape,
-            new_shape=edit.value if edit.kind == "reshape" else scene.shape,
-            color=edit.value if edit.kind == "recolor" else scene.color,
-            bg=edit.value if edit.kind == "background" else scene.background,
-            to=MOVE_TO_PHRASES[region][pick % len(MOVE_TO_PHRASES[region])],
-            at=POSITION_PHRASES[region][pick % len(POSITION_PHRASES[region])],
-        )
+        text = templates[int(rng.integers(len(templates)))].format(**instruction_slots(edit, scene, pick))
     if rng.uniform() < 0.1 and "please" not in text and not text.endswith("?"):
         text = "please " + text
     if rng.uniform() < 0.3:
@@ -137,12 +125,7 @@ def make_seed_triple(rng: np.random.Generator, kind: str) -> dict[str, str]:
     and the edited caption in the same wording (a move's captions both name the position)."""
     scene = sample_scene(rng)
     edit = sample_edit(scene, rng, kinds=(kind,))
-    variant = dict(
-        template=int(rng.integers(len(CAPTION_TEMPLATES))),
-        with_position=kind == "move" or bool(rng.uniform() < 0.5),
-        size_synonym=int(rng.integers(2)),
-        position_variant=int(rng.integers(2)),
-    )
+    variant = random_caption_variant(rng, p_position=1.0 if kind == "move" else 0.5)
     text = human_instruction(edit, scene, rng)
     return {"input": caption(scene, **variant), "edit": text, "output": caption(apply(scene, edit), **variant)}
 

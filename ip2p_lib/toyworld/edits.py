@@ -229,13 +229,33 @@ def sample_edit(scene: Scene, rng: np.random.Generator, kinds: tuple[str, ...] =
     return options[int(rng.integers(len(options)))]
 
 
+def phrasing_key(edit: Edit) -> str:
+    """The key of `PHRASINGS` for this edit: its kind, and the direction for a resize."""
+    return f"resize:{edit.value}" if edit.kind == "resize" else edit.kind
+
+
 def phrasings(edit: Edit, split: str = "train") -> tuple[str, ...]:
     """The instruction templates for this edit's kind (and direction, for resize)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    key = f"resize:{edit.value}" if edit.kind == "resize" else edit.kind
-    table = PHRASINGS[key]
+    table = PHRASINGS[phrasing_key(edit)]
     return table["train"] + table["heldout"] if split == "all" else table[split]
+
+
+def instruction_slots(edit: Edit, scene: Scene, pick: int = 0) -> dict[str, str]:
+    """What fills each slot of a phrasing (see `PHRASINGS`) for `edit` on `scene`; `pick`
+    chooses among a region's position phrases ("in the top left" or "... corner")."""
+    region = edit.region if edit.kind == "move" else (scene.hpos, scene.vpos)
+    return {
+        "shape": scene.shape,
+        "new_shape": edit.value if edit.kind == "reshape" else scene.shape,
+        "color": edit.value if edit.kind == "recolor" else scene.color,
+        "old_color": scene.color,
+        "bg": edit.value if edit.kind == "background" else scene.background,
+        "old_bg": scene.background,
+        "to": MOVE_TO_PHRASES[region][pick % len(MOVE_TO_PHRASES[region])],
+        "at": POSITION_PHRASES[region][pick % len(POSITION_PHRASES[region])],
+    }
 
 
 def instruction(
@@ -247,16 +267,5 @@ def instruction(
     if index is None:
         index = int((rng or np.random.default_rng()).integers(len(templates)))
     template = templates[index % len(templates)]
-    region = edit.region if edit.kind == "move" else (scene.hpos, scene.vpos)
     pick = 0 if rng is None else int(rng.integers(2))
-    slots = {
-        "shape": scene.shape,
-        "new_shape": edit.value if edit.kind == "reshape" else scene.shape,
-        "color": edit.value if edit.kind == "recolor" else scene.color,
-        "old_color": scene.color,
-        "bg": edit.value if edit.kind == "background" else scene.background,
-        "old_bg": scene.background,
-        "to": MOVE_TO_PHRASES[region][pick % len(MOVE_TO_PHRASES[region])],
-        "at": POSITION_PHRASES[region][pick % len(POSITION_PHRASES[region])],
-    }
-    return template.format(**slots)
+    return template.format(**instruction_slots(edit, scene, pick))
