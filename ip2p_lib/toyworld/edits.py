@@ -19,11 +19,11 @@ from ip2p_lib.toyworld.scene import (
     BACKGROUNDS,
     COLORS,
     HORIZONTAL,
-    REGION_CENTRES,
     SHAPES,
     SIZES,
     VERTICAL,
     Scene,
+    region_centre,
 )
 
 EDIT_KINDS: tuple[str, ...] = ("recolor", "reshape", "background", "resize", "move")
@@ -203,8 +203,8 @@ def apply(scene: Scene, edit: Edit) -> Scene:
         return scene.replace(background=edit.value)
     if edit.kind == "resize":
         return scene.replace(size=edit.value)
-    h, v = edit.region
-    return scene.replace(u=REGION_CENTRES[HORIZONTAL.index(h)], v=REGION_CENTRES[VERTICAL.index(v)])
+    u, v = region_centre(edit.region)
+    return scene.replace(u=u, v=v)
 
 
 def possible_edits(scene: Scene, kind: str) -> list[Edit]:
