@@ -31,7 +31,7 @@ import torch
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.infra.models import from_pretrained
 from ip2p_lib.text.backends import SamplingSettings, WordListModeration
-from ip2p_lib.text.format import make_completion, make_prompt
+from ip2p_lib.text.format import EDIT_END, make_completion, make_prompt
 
 
 def load_causal_lm(path: str | Path, device: str | torch.device | None = None) -> tuple[Any, Any]:
@@ -256,7 +256,7 @@ def part_losses(model: Any, tokenizer: Any, triples: Sequence[Mapping[str, str]]
     for t in triples:
         ids, labels = encode_example(tokenizer, t)
         n_prompt = labels.count(-100)
-        n_edit = len(tokenizer(t["edit"] + "\n%%\n", add_special_tokens=False)["input_ids"])
+        n_edit = len(tokenizer(t["edit"] + EDIT_END, add_special_tokens=False)["input_ids"])
         logp = torch.log_softmax(model(input_ids=torch.tensor([ids], device=model.device)).logits[0].float(), -1)
         for k in range(n_prompt, len(ids)):
             part = sums["instruction" if k < n_prompt + n_edit else "edited_caption"]
