@@ -17,7 +17,7 @@ shows whether the model invents wordings beyond the seed set.
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -166,11 +166,6 @@ def quality_table(judgements: Sequence[TripleJudgement], seed_instructions: Iter
     row["templates"] = len(templates)
     row["new_templates"] = len(templates - seed_templates) if seed_templates else float("nan")
     return row
-
-
-def kind_counts(judgements: Sequence[TripleJudgement]) -> Counter:
-    """How many consistent triples of each edit kind (is every kind generated?)."""
-    return Counter(j.kind for j in judgements if j.consistent)
 
 
 def sample_and_judge(backend: object, captions: Sequence[str], settings: object = None) -> tuple[list[str | None], list[TripleJudgement]]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
@@ -170,8 +170,3 @@ def load_seed_set(path: str | Path | None = None) -> list[dict[str, str]]:
     if not path.exists() and path == seed_path():
         raise UserError(f"the seed set {path} is missing; write it with `ip2p text seed`")
     return read_triples(path)
-
-
-def iter_captions(triples: Iterable[Mapping[str, str]]) -> Iterator[str]:
-    """The input captions of some triples."""
-    return (t["input"] for t in triples)
