@@ -15,16 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from ip2p_lib.toyworld.captions import POSITION_PHRASES
-from ip2p_lib.toyworld.scene import (
-    BACKGROUNDS,
-    COLORS,
-    HORIZONTAL,
-    SHAPES,
-    SIZES,
-    VERTICAL,
-    Scene,
-    region_centre,
-)
+from ip2p_lib.toyworld.scene import BACKGROUNDS, COLORS, HORIZONTAL, SHAPES, SIZES, VERTICAL, Scene, region_centre
 
 EDIT_KINDS: tuple[str, ...] = ("recolor", "reshape", "background", "resize", "move")
 
@@ -143,17 +134,10 @@ PHRASINGS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     },
 }
 
-# Region -> "to the ..." phrases for move instructions.
+# Region -> "to the ..." phrases for move instructions: each position phrase with "to" for its
+# preposition ("in the top left" -> "to the top left", "at the top" -> "to the top").
 MOVE_TO_PHRASES: Mapping[tuple[str, str], tuple[str, ...]] = {
-    ("left", "top"): ("to the top left", "to the top left corner"),
-    ("center", "top"): ("to the top",),
-    ("right", "top"): ("to the top right", "to the top right corner"),
-    ("left", "middle"): ("to the left",),
-    ("center", "middle"): ("to the center", "to the middle"),
-    ("right", "middle"): ("to the right",),
-    ("left", "bottom"): ("to the bottom left", "to the bottom left corner"),
-    ("center", "bottom"): ("to the bottom",),
-    ("right", "bottom"): ("to the bottom right", "to the bottom right corner"),
+    region: tuple("to " + phrase.split(" ", 1)[1] for phrase in phrases) for region, phrases in POSITION_PHRASES.items()
 }
 
 SPLITS: tuple[str, ...] = ("train", "heldout", "all")
