@@ -24,8 +24,8 @@ Z = np.random.default_rng(0).normal(size=(300, 2)) * 2.5
 @pytest.mark.parametrize("s_text", [0.0, 1.0, 3.0, 7.5])
 def test_eq3_is_the_score_of_the_guided_density(sigma, s_image, s_text):
     for i, j in [(0, 0), (1, 2), (2, 1)]:
-        combined = guided_score(WORLD, Z, sigma, i, j, s_image, s_text)  # Eq. 3 on closed-form scores
-        direct = autograd_score(WORLD, Z, sigma, i, j, s_image, s_text)  # grad log of the classifier product
+        combined = guided_score(WORLD, Z, sigma, i, j, s_image=s_image, s_text=s_text)  # Eq. 3 on closed-form scores
+        direct = autograd_score(WORLD, Z, sigma, i, j, s_image=s_image, s_text=s_text)  # grad log of the classifier product
         scale = max(1.0, np.abs(direct).max())
         # float64 (u = 1.1e-16) on two routes: softmax-weighted means (responsibilities amplify by
         # ~|mu|/v <= 10) combined with weights up to 1 + s_I + s_T = 12, vs autograd through
@@ -65,8 +65,8 @@ def test_dropout_fractions_are_the_papers():
 
 
 def test_text_guidance_raises_edit_success():
-    plain = sample(lambda z, s: guided_score(WORLD, z, s, 1, 2, 1.0, 1.0), 400, steps=100, seed=0)
-    guided = sample(lambda z, s: guided_score(WORLD, z, s, 1, 2, 1.0, 5.0), 400, steps=100, seed=0)
+    plain = sample(lambda z, s: guided_score(WORLD, z, s, 1, 2, s_image=1.0, s_text=1.0), 400, steps=100, seed=0)
+    guided = sample(lambda z, s: guided_score(WORLD, z, s, 1, 2, s_image=1.0, s_text=5.0), 400, steps=100, seed=0)
     hit = [np.mean((a == 1) & (b == 2)) for a, b in (nearest_component(WORLD, plain), nearest_component(WORLD, guided))]
     assert hit[1] > hit[0] + 0.1
 

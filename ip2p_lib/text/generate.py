@@ -10,27 +10,28 @@ For each caption (the authors' `generate_txt_dataset.py`, batched):
 4. append {"input", "edit", "output"} (+ "url" when the source has one) to the JSONL file.
 
 The writer makes each record one `write` of one complete line, flushed and fsynced, so a
-kill leaves at worst a partial last line without its newline. On start, `read_done` reads
-the complete lines only and truncates such a partial line away, so it is never read as data
-and its caption is simply generated again: no triple is lost or written twice.
+kill leaves at worst a partial last line without its newline (`ip2p_lib.infra.records`). On
+start, `read_done` reads the complete records only and the writer cuts such a partial line
+away, so it is never read as data and its caption is simply generated again: no triple is
+lost or written twice.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.records import RecordWriter, read_records
 from ip2p_lib.text.backends import BACKENDS, SamplingSettings, TextBackend
-from ip2p_lib.text.format import is_unchanged, make_prompt, parse_completion
+from ip2p_lib.text.format import TRIPLE_ALIASES, is_unchanged, make_prompt, parse_completion
 
 LAION_AESTHETICS = "ChristophSchuhmann/improved_aesthetics_6.5plus"  # the authors' caption source
+CAPTION_ALIASES = {"input": "caption", "text": "caption", "TEXT": "caption", "URL": "url"}  # caption files' field names
 
 
 @dataclass(frozen=True)
@@ -65,20 +66,15 @@ def toy_captions(seed: int = 1, exclude: Iterable[str] = ()) -> Iterator[Caption
 def file_captions(path: Path) -> Iterator[CaptionItem]:
     """Captions from a .txt file (one a line) or a .jsonl file (field caption, input, text or
     TEXT, and url/URL if present)."""
-    if not path.exists():
+    if path.suffix == ".jsonl":
+        records = read_records(path, aliases=CAPTION_ALIASES, required=("caption",), what="caption")
+        items = [CaptionItem(r["caption"], r.get("url")) for r in records]
+    elif path.exists():
+        items = [CaptionItem(line.strip()) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    else:
         raise UserError(f"no caption file at {path}")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
+    if not items:
         raise UserError(f"{path} holds no captions")
-    if path.suffix != ".jsonl":
-        return (CaptionItem(line.strip()) for line in lines)
-    items = []
-    for number, line in enumerate(lines, 1):
-        record = json.loads(line)
-        key = next((k for k in ("caption", "input", "text", "TEXT") if k in record), None)
-        if key is None:
-            raise UserError(f"{path}:{number} has no caption field (caption, input, text or TEXT)")
-        items.append(CaptionItem(record[key], record.get("url") or record.get("URL")))
     return iter(items)
 
 
@@ -115,40 +111,9 @@ def caption_source(spec: str, seed: int = 1, exclude: Iterable[str] = ()) -> Ite
 # ---------------------------------------------------------------- the resumable file
 
 
-def read_done(path: Path) -> list[dict]:
-    """The complete records of an output file. A partial last line (a kill mid-write) is cut
-    off the file, so the next append starts on a fresh line."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with path.open("r+b") as f:
-            f.truncate(end)
-    records = []
-    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{number} is not JSON; the file was not written by this tool") from None
-    return records
-
-
-class JsonlWriter:
-    """Appends one record per line: a single write of the whole line, flushed and fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a", encoding="utf-8")
-
-    def write(self, record: Mapping[str, object]) -> None:
-        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        self.file.close()
+def read_done(path: str | Path) -> list[dict]:
+    """The complete triples of an output file (a half-written last line, from a kill, is not one)."""
+    return read_records(path, aliases=TRIPLE_ALIASES, required=("input",), resume=True)
 
 
 # ---------------------------------------------------------------- generation
@@ -212,10 +177,10 @@ def generate_triples(
         raise UserError(f"--n must be at least 1, got {n}")
     out = Path(out)
     done = read_done(out)
-    seen = {r.get("input", r.get("caption")) for r in done}
+    seen = {r["input"] for r in done}
     stats = GenerationStats(already_done=len(done))
     count = len(done)
-    writer = JsonlWriter(out)
+    writer = RecordWriter(out)
     bar = tqdm(total=n, initial=min(count, n), desc="triples", disable=not progress)
     start = time.perf_counter()
     stream = (CaptionItem(c) if isinstance(c, str) else c for c in captions)

@@ -12,18 +12,20 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from ip2p_lib.infra.paths import data_dir, repo_root
+from ip2p_lib.infra.models import toy_model_dir
+from ip2p_lib.infra.paths import repo_root
 
 MODELS = ("vae", "clip", "lm", "sd")
 
 
 def default_run_dir(model: str) -> Path:
+    """`runs/toy_pretrain/<model>/`: where a training run keeps its checkpoint."""
     return repo_root() / "runs" / "toy_pretrain" / model
 
 
 def default_out(model: str) -> Path:
-    base = data_dir() / "toy" / "models"
-    return {"vae": base / "sd" / "vae", "clip": base / "clip", "lm": base / "lm", "sd": base / "sd"}[model]
+    """The committed folder of `model` (see `ip2p_lib.infra.models.TOY_MODELS`)."""
+    return toy_model_dir(model, check=False)
 
 
 def register(subparsers: Any) -> None:

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ip2p_lib.infra.prompts import encode_prompts
 from ip2p_lib.toyworld.pretrain import common, sd_assemble
 from ip2p_lib.toyworld.pretrain.data import captioned_batch
 
@@ -78,14 +78,6 @@ def train_noise_scheduler(cfg: SDConfig) -> Any:
 
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                          prediction_type=cfg.prediction_type, clip_sample=False)
-
-
-@torch.no_grad()
-def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
-    """SD's conditioning: last hidden states of the text tower on prompts padded to 77."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids)[0]
 
 
 @torch.no_grad()

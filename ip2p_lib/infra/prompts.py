@@ -1,0 +1,22 @@
+"""Stable Diffusion's text conditioning: CLIP's last hidden states of prompts padded to 77 tokens.
+
+Every SD-family model here (toy SD, SD 1.5, InstructPix2Pix) conditions its UNet the same way,
+so one function encodes prompts for all of them: toy SD's training, and the editor's
+instruction and null text.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+
+@torch.no_grad()
+def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: Sequence[str], device: Any = None) -> torch.Tensor:
+    """(len(prompts), L, D) hidden states: each prompt tokenized, padded (and truncated) to the
+    tokenizer's `model_max_length` (77 for CLIP), run through the text encoder on `device`
+    (default: the encoder's own)."""
+    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids
+    return text_encoder(ids.to(device if device is not None else text_encoder.device))[0]
