@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ip2p_lib.infra.prompts import encode_prompts
 from ip2p_lib.toyworld import apply, caption, edit_score, sample_edit
 from ip2p_lib.toyworld.captions import random_caption_variant
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes
@@ -74,13 +75,6 @@ class SharedSelfAttention:
 
 
 @torch.no_grad()
-def encode(pipe: Any, prompts: list[str]) -> torch.Tensor:
-    ids = pipe.tokenizer(prompts, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         truncation=True, return_tensors="pt").input_ids
-    return pipe.text_encoder(ids)[0]
-
-
-@torch.no_grad()
 def paired_samples(pipe: Any, captions0: list[str], captions1: list[str], p: float, steps: int, cfg: float,
                    seed: int) -> tuple[np.ndarray, np.ndarray, int]:
     """Euler ancestral (v-prediction) for every pair at once, same start latent and same ancestral
@@ -91,7 +85,7 @@ def paired_samples(pipe: Any, captions0: list[str], captions1: list[str], p: flo
     original = unet.attn_processors
     unet.set_attn_processor(SharedSelfAttention(sharing))
     try:
-        cond = encode(pipe, [""] * (2 * n) + captions0 + captions1)
+        cond = encode_prompts(pipe.text_encoder, pipe.tokenizer, [""] * (2 * n) + captions0 + captions1)
         sched.set_timesteps(steps)
         sigmas = sched.sigmas.float()
         gen = torch.Generator().manual_seed(seed)

@@ -16,6 +16,7 @@ import numpy as np
 from ip2p_lib.editor.schedulers import make_scheduler
 from ip2p_lib.guidance import PAPER_IMAGE_GUIDANCE, PAPER_STEPS, PAPER_TEXT_GUIDANCE, dual_cfg, uses_all_branches
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.prompts import encode_prompts
 
 
 @dataclass
@@ -92,7 +93,7 @@ class InstructPix2PixEditor:
         import torch
         from diffusers import StableDiffusionInstructPix2PixPipeline
 
-        from ip2p_lib.infra.hub import from_pretrained
+        from ip2p_lib.infra.models import from_pretrained
 
         dtype = dtype or torch.float32
         pipe = from_pretrained(
@@ -120,10 +121,7 @@ class InstructPix2PixEditor:
 
     def encode_text(self, instruction: str) -> Any:
         """CLIP hidden states of [instruction, ""] (c_T and the null text), shape (2, L, D)."""
-        ids = self.tokenizer(
-            [instruction, ""], padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(self.device)
-        return self.text_encoder(ids)[0].to(self.dtype)
+        return encode_prompts(self.text_encoder, self.tokenizer, [instruction, ""], self.device).to(self.dtype)
 
     def encode_image(self, pixels: Any) -> Any:
         """E(c_I): the VAE posterior mode of pixels in [-1, 1], unscaled (the authors' quirk)."""
