@@ -102,8 +102,15 @@ def no_heavy_work(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ip2p_lib.editor.cli, "toy_model_dir", lambda: tmp_path / "no-toy-ip2p")
     monkeypatch.setattr(pretrain_cli, "default_run_dir", lambda model: tmp_path / "runs" / model)
-    real_out = pretrain_cli.default_out
-    monkeypatch.setattr(pretrain_cli, "default_out", lambda model: tmp_path / "toy-models" / real_out(model).name)
+    monkeypatch.setattr(pretrain_cli, "default_out", lambda model: tmp_path / "toy-models" / model)
+
+
+def _no_toy_models(monkeypatch, tmp_path):
+    """A repository whose data/toy/models/ is empty."""
+    monkeypatch.setattr("ip2p_lib.infra.models.data_dir", lambda: tmp_path / "empty-data")
+
+
+SETUP = {"pre-sd-without-vae": _no_toy_models}  # rows that need more than files
 
 
 EDIT = ["edit", "{image}", "make it blue", "-o", "{tmp}/out.png", "--model", "{ip2p}"]
@@ -147,16 +154,16 @@ ROWS = [
     ("ft-backend-unknown", [*FT, "--backend", "gpt5"], "ip2p text finetune", ["--backend", "invalid choice"]),
     # ip2p text generate
     ("gen-captions-not-json", [*GEN, "--captions", "{captions_bad_line3}"], "ip2p text generate",
-     ["captions.jsonl:3 is not a JSON object", "one JSON object a line"]),
+     ["captions.jsonl:3 is not a JSON object", "fix or delete that line"]),
     ("gen-captions-not-object", [*GEN, "--captions", "{captions_array}"], "ip2p text generate", ["array.jsonl:1 is not a JSON object"]),
     ("gen-captions-no-field", [*GEN, "--captions", "{captions_no_field}"], "ip2p text generate",
-     ["nofield.jsonl:1 has no caption field"]),
+     ["nofield.jsonl:1 lacks the field(s) caption"]),
     ("gen-captions-not-utf8", [*GEN, "--captions", "{captions_binary}"], "ip2p text generate", ["binary.txt is not UTF-8"]),
     ("gen-captions-missing", [*GEN, "--captions", "{missing}.txt"], "ip2p text generate", ["no caption file at"]),
     ("gen-captions-is-dir", [*GEN, "--captions", "{dir}"], "ip2p text generate", ["--captions", "is a folder"]),
     ("gen-out-is-dir", [*GEN[:5], "{dir}", *GEN[6:]], "ip2p text generate", ["--out", "is a folder"]),
     ("gen-out-unmakable", [*GEN[:5], "{file}/sub/gen.jsonl", *GEN[6:]], "ip2p text generate", ["cannot create this folder"]),
-    ("gen-out-not-jsonl", [*GEN[:5], "{output_not_jsonl}", *GEN[6:]], "ip2p text generate", ["done.jsonl:1 is not JSON"]),
+    ("gen-out-not-jsonl", [*GEN[:5], "{output_not_jsonl}", *GEN[6:]], "ip2p text generate", ["done.jsonl:1 is not a JSON object"]),
     ("gen-seed-file-bad-line", [*GEN, "--seed-file", "{triples_bad_line2}"], "ip2p text generate", ["triples.jsonl:2"]),
     ("gen-no-model", GEN[:6], "ip2p text generate", ["--model is required"]),
     ("gen-model-missing", [*GEN[:6], "--model", "{missing}/"], "ip2p text generate", ["no language model folder at"]),
@@ -191,8 +198,8 @@ ROWS = [
      ["--init-from is for clip and sd, not lm"]),
     ("pre-init-from-missing", [*PRE, "sd", *RUN, "--init-from", "{missing}"], "ip2p toy pretrain", ["no toy sd folder at"]),
     ("pre-init-from-not-a-model", [*PRE, "clip", *RUN, "--init-from", "{empty_dir}"], "ip2p toy pretrain",
-     ["has no open_clip_model.safetensors"]),
-    ("pre-sd-without-vae", [*PRE, "sd", *RUN], "ip2p toy pretrain", ["toy SD needs the toy vae", "ip2p toy pretrain vae"]),
+     ["has no open_clip_config.json"]),
+    ("pre-sd-without-vae", [*PRE, "sd", *RUN], "ip2p toy pretrain", ["toy vae model is missing", "ip2p toy pretrain vae"]),
     ("pre-eval-only-no-checkpoint", [*PRE, "sd", "--eval-only", "--run-dir", "{empty_dir}"], "ip2p toy pretrain",
      ["no checkpoint in"]),
     ("pre-eval-only-not-sd", [*PRE, "lm", "--eval-only"], "ip2p toy pretrain", ["--eval-only is for"]),
@@ -218,8 +225,10 @@ ROWS = [
 ]
 
 
-@pytest.mark.parametrize("argv, command, fragments", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
-def test_bad_input_is_one_line_and_exit_2(argv, command, fragments, files, capsys):
+@pytest.mark.parametrize("row, argv, command, fragments", ROWS, ids=[r[0] for r in ROWS])
+def test_bad_input_is_one_line_and_exit_2(row, argv, command, fragments, files, capsys, monkeypatch):
+    if row in SETUP:
+        SETUP[row](monkeypatch, files["tmp"])
     args = [a.format(**files) for a in argv]
     assert main(args) == 2
     captured = capsys.readouterr()

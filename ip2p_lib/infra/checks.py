@@ -97,7 +97,7 @@ def input_file(path: str | Path, option: str, what: str = "file") -> Path:
 def model_folder(name: str | Path, option: str, required_file: str, what: str = "model", hub: bool = True) -> None:
     """If `name` is a local path (it exists, or it is written like one, or `hub` is False), it
     must be a folder holding `required_file`. Any other name is left to the loader as a hub id."""
-    from ip2p_lib.infra.hub import _looks_like_path  # the loader's own rule for "a path, not a hub id"
+    from ip2p_lib.infra.models import _looks_like_path  # the loader's own rule for "a path, not a hub id"
 
     path = Path(name).expanduser()
     if hub and not (path.exists() or _looks_like_path(str(name))):

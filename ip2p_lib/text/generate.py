@@ -10,28 +10,29 @@ For each caption (the authors' `generate_txt_dataset.py`, batched):
 4. append {"input", "edit", "output"} (+ "url" when the source has one) to the JSONL file.
 
 The writer makes each record one `write` of one complete line, flushed and fsynced, so a
-kill leaves at worst a partial last line without its newline. On start, `read_done` reads
-the complete lines only and truncates such a partial line away, so it is never read as data
-and its caption is simply generated again: no triple is lost or written twice.
+kill leaves at worst a partial last line without its newline (`ip2p_lib.infra.records`). On
+start, `read_done` reads the complete records only and the writer cuts such a partial line
+away, so it is never read as data and its caption is simply generated again: no triple is
+lost or written twice.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.records import RecordWriter, read_records
 from ip2p_lib.text.backends import BACKENDS, SamplingSettings, TextBackend
-from ip2p_lib.text.format import is_unchanged, make_prompt, parse_completion
+from ip2p_lib.text.format import TRIPLE_ALIASES, is_unchanged, make_prompt, parse_completion
 
 LAION_AESTHETICS = "ChristophSchuhmann/improved_aesthetics_6.5plus"  # the authors' caption source
+CAPTION_ALIASES = {"input": "caption", "text": "caption", "TEXT": "caption", "URL": "url"}  # caption files' field names
 
 
 @dataclass(frozen=True)
@@ -67,29 +68,17 @@ def file_captions(path: Path) -> Iterator[CaptionItem]:
     """Captions from a .txt file (one a line) or a .jsonl file (field caption, input, text or
     TEXT, and url/URL if present)."""
     checks.input_file(path, "--captions", "caption file")
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError as err:
-        raise UserError(f"{path} is not UTF-8 text (byte {err.start}); give a .txt or .jsonl file of captions") from None
-    if not any(line.strip() for line in lines):
-        raise UserError(f"{path} holds no captions")
-    if path.suffix != ".jsonl":
-        return (CaptionItem(line.strip()) for line in lines if line.strip())
-    items = []
-    hint = 'write one JSON object a line, e.g. {"caption": "a red circle"}'
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
+    if path.suffix == ".jsonl":
+        records = read_records(path, aliases=CAPTION_ALIASES, required=("caption",), what="caption")
+        items = [CaptionItem(r["caption"], r.get("url")) for r in records]
+    else:
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number} is not a JSON object ({err.msg}); {hint}") from None
-        if not isinstance(record, dict):
-            raise UserError(f"{path}:{number} is not a JSON object; {hint}")
-        key = next((k for k in ("caption", "input", "text", "TEXT") if k in record), None)
-        if key is None:
-            raise UserError(f"{path}:{number} has no caption field (caption, input, text or TEXT)")
-        items.append(CaptionItem(record[key], record.get("url") or record.get("URL")))
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path} is not UTF-8 text (byte {err.start}); give a .txt or .jsonl file of captions") from None
+        items = [CaptionItem(line.strip()) for line in text.splitlines() if line.strip()]
+    if not items:
+        raise UserError(f"{path} holds no captions")
     return iter(items)
 
 
@@ -126,40 +115,9 @@ def caption_source(spec: str, seed: int = 1, exclude: Iterable[str] = ()) -> Ite
 # ---------------------------------------------------------------- the resumable file
 
 
-def read_done(path: Path) -> list[dict]:
-    """The complete records of an output file. A partial last line (a kill mid-write) is cut
-    off the file, so the next append starts on a fresh line."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with path.open("r+b") as f:
-            f.truncate(end)
-    records = []
-    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{number} is not JSON; the file was not written by this tool") from None
-    return records
-
-
-class JsonlWriter:
-    """Appends one record per line: a single write of the whole line, flushed and fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a", encoding="utf-8")
-
-    def write(self, record: Mapping[str, object]) -> None:
-        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        self.file.close()
+def read_done(path: str | Path) -> list[dict]:
+    """The complete triples of an output file (a half-written last line, from a kill, is not one)."""
+    return read_records(path, aliases=TRIPLE_ALIASES, required=("input",), resume=True)
 
 
 # ---------------------------------------------------------------- generation
@@ -222,10 +180,10 @@ def generate_triples(
     checks.number(n, "--n", int, minimum=1)
     out = Path(out)
     done = read_done(out)
-    seen = {r.get("input", r.get("caption")) for r in done}
+    seen = {r["input"] for r in done}
     stats = GenerationStats(already_done=len(done))
     count = len(done)
-    writer = JsonlWriter(out)
+    writer = RecordWriter(out)
     bar = tqdm(total=n, initial=min(count, n), desc="triples", disable=not progress)
     start = time.perf_counter()
     stream = (CaptionItem(c) if isinstance(c, str) else c for c in captions)

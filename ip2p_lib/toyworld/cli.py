@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from ip2p_lib.infra import checks
+from ip2p_lib.infra.records import write_records
 
 MAX_RESOLUTION = 1024  # a 64-pixel world needs no more; larger sizes only exhaust memory
 
@@ -33,11 +33,7 @@ def write_world(n: int, seed: int, out: Path, resolution: int = 64, p_position: 
         Image.fromarray(render(scene, resolution)).save(out / name)
         records.append({"file": name, "caption": random_caption(scene, rng, p_position), **scene.to_dict()})
     # Write the index last and atomically: a killed run never leaves a half-written index.
-    index = out / "scenes.jsonl"
-    tmp = index.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(index)
-    return index
+    return write_records(records, out / "scenes.jsonl")
 
 
 def _run(args: argparse.Namespace) -> int:

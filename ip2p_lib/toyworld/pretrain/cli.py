@@ -14,23 +14,21 @@ from typing import Any
 
 from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
-from ip2p_lib.infra.paths import data_dir, repo_root
+from ip2p_lib.infra.models import TOY_MODELS, toy_model_dir
+from ip2p_lib.infra.paths import repo_root
 
 MODELS = ("vae", "clip", "lm", "sd")
 INIT_FROM = ("clip", "sd")  # the models that can continue from an exported one (`--init-from`)
-EXPORTED_FILE = {"vae": "config.json", "clip": "open_clip_model.safetensors", "lm": "config.json",
-                 "sd": "unet/config.json"}  # a file that every exported folder holds
 
 
 def default_run_dir(model: str) -> Path:
-    """`runs/toy_pretrain/<model>/`: the checkpoint folder a run resumes from."""
+    """`runs/toy_pretrain/<model>/`: where a training run keeps its checkpoint."""
     return repo_root() / "runs" / "toy_pretrain" / model
 
 
 def default_out(model: str) -> Path:
-    """The committed export folder of `model` under `data/toy/models/`."""
-    base = data_dir() / "toy" / "models"
-    return {"vae": base / "sd" / "vae", "clip": base / "clip", "lm": base / "lm", "sd": base / "sd"}[model]
+    """The committed folder of `model` (see `ip2p_lib.infra.models.TOY_MODELS`)."""
+    return toy_model_dir(model, check=False)
 
 
 def register(subparsers: Any) -> None:
@@ -76,7 +74,7 @@ def _check(args: argparse.Namespace, models: tuple[str, ...]) -> list[tuple[str,
         for model in models:
             if model not in INIT_FROM:
                 raise UserError(f"--init-from is for {' and '.join(INIT_FROM)}, not {model}")
-            checks.model_folder(args.init_from, "--init-from", EXPORTED_FILE[model], f"toy {model}", hub=False)
+            checks.model_folder(args.init_from, "--init-from", TOY_MODELS[model].marker, f"toy {model}", hub=False)
     plan = []
     for model in models:
         run_dir = args.run_dir if (args.run_dir and len(models) == 1) else None
@@ -90,12 +88,10 @@ def _check(args: argparse.Namespace, models: tuple[str, ...]) -> list[tuple[str,
         if out is not None:
             checks.output_folder(out, "--out")
         plan.append((model, Path(run_dir), out))
-    if "sd" in models:  # toy SD trains on the frozen toy VAE and toy CLIP
+    if "sd" in models:  # toy SD trains on the frozen toy VAE and toy CLIP: present, or made first
         for part in ("vae", "clip"):
-            made_first = part in models and not args.no_export
-            if not made_first and not (default_out(part) / EXPORTED_FILE[part]).exists():
-                raise UserError(f"toy SD needs the toy {part} at {default_out(part)}, which is missing; "
-                                f"make it first with `ip2p toy pretrain {part}`")
+            if part not in models or args.no_export:
+                toy_model_dir(part)  # a UserError naming the command that makes it
     return plan
 
 
