@@ -9,6 +9,8 @@ that failure instead of a long run.
 
 from __future__ import annotations
 
+import dataclasses
+
 import argparse
 import json
 import subprocess
@@ -98,9 +100,10 @@ def no_heavy_work(monkeypatch, tmp_path):
 
     monkeypatch.setattr(ip2p_lib.editor.InstructPix2PixEditor, "from_pretrained", _stub("loading an InstructPix2Pix model"))
     import ip2p_lib.editor.cli
+    import ip2p_lib.infra.models
     import ip2p_lib.toyworld.pretrain.cli as pretrain_cli
 
-    monkeypatch.setattr(ip2p_lib.editor.cli, "toy_model_dir", lambda: tmp_path / "no-toy-ip2p")
+    monkeypatch.setitem(ip2p_lib.infra.models.TOY_MODELS, "ip2p", dataclasses.replace(ip2p_lib.infra.models.TOY_MODELS["ip2p"], folder="not-trained-ip2p"))
     monkeypatch.setattr(pretrain_cli, "default_run_dir", lambda model: tmp_path / "runs" / model)
     monkeypatch.setattr(pretrain_cli, "default_out", lambda model: tmp_path / "toy-models" / model)
 

@@ -13,16 +13,10 @@ from pathlib import Path
 from ip2p_lib.guidance import PAPER_IMAGE_GUIDANCE, PAPER_STEPS, PAPER_TEXT_GUIDANCE
 from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.models import toy_model_dir
 
 FULL_MODEL = "timbrooks/instruct-pix2pix"
 MAX_RESOLUTION = 4096  # beyond this a single edit needs more memory than any one GPU has
-
-
-def toy_model_dir() -> Path:
-    """Where notebook 05 saves the toy InstructPix2Pix model."""
-    from ip2p_lib.infra.paths import data_dir
-
-    return data_dir() / "toy" / "models" / "ip2p"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -66,13 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def resolve_model(name: str) -> str:
     """`toy` -> notebook 05's folder (it must exist), `full` -> the released checkpoint."""
     if name == "toy":
-        folder = toy_model_dir()
-        if not (folder / "model_index.json").exists():
-            raise UserError(
-                f"the toy InstructPix2Pix model is not available yet ({folder} is missing): it is trained in "
-                "notebook 05_training; run that first, or pass --model full or a model folder"
-            )
-        return str(folder)
+        return str(toy_model_dir("ip2p"))  # a UserError naming notebook 05 while it is missing
     if name == "full":
         return FULL_MODEL
     return name
