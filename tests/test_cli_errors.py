@@ -305,7 +305,7 @@ def test_the_editor_and_ip2p_edit_give_the_same_message(instruction, steps, s_T,
 
     with pytest.raises(UserError) as raised:
         InstructPix2PixEditor.edit(object(), Image.new("RGB", (8, 8)), instruction, steps=steps,
-                                   text_guidance=s_T, image_guidance=s_I)
+                                   s_text=s_T, s_image=s_I)
     argv = ["edit", str(files["image"]), instruction, "-o", str(files["tmp"] / "o.png"), "--model", str(files["ip2p"]),
             "--steps", str(steps), "--text-guidance", str(s_T), "--image-guidance", str(s_I)]
     assert main(argv) == 2

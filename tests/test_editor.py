@@ -81,7 +81,7 @@ def _diffusers(pipe, picture, scheduler, s_t, s_i):
 )
 def test_parity_with_diffusers(pipe, editor, picture, scheduler, s_t, s_i, rule):
     ref = _diffusers(pipe, picture, scheduler, s_t, s_i)
-    ours = editor.edit(picture, PROMPT, steps=STEPS, text_guidance=s_t, image_guidance=s_i, seed=SEED,
+    ours = editor.edit(picture, PROMPT, steps=STEPS, s_text=s_t, s_image=s_i, seed=SEED,
                        scheduler=scheduler, resolution=64, sizing="diffusers", guidance_rule=rule)
     assert ours.array.shape == ref.shape == (18, 22, 3)
     assert np.abs(ours.array - ref).max() <= PARITY_TOL  # see PARITY_TOL
@@ -95,7 +95,7 @@ def test_float32_error_of_the_most_amplifying_path(editor, tiny_ip2p_dir, pictur
     path that amplifies rounding most (DDIM, paper scales), so two float32 runs differ by <= 1/8 of it."""
     editor64 = InstructPix2PixEditor.from_pretrained(str(tiny_ip2p_dir), dtype=torch.float64)
     assert editor64.unet.dtype == editor64.vae.dtype == editor64.text_encoder.dtype == torch.float64
-    kwargs = dict(steps=STEPS, text_guidance=7.5, image_guidance=1.5, seed=SEED, scheduler="ddim", resolution=64, sizing="diffusers")
+    kwargs = dict(steps=STEPS, s_text=7.5, s_image=1.5, seed=SEED, scheduler="ddim", resolution=64, sizing="diffusers")
     ours = editor.edit(picture, PROMPT, **kwargs)
     state = editor64.prepare(picture, PROMPT, **kwargs)
     latents = editor.prepare(picture, PROMPT, **kwargs).latents.double()  # the same z_T (float64 draws differ)
@@ -124,7 +124,7 @@ def test_parity_tolerance_catches_guidance_bugs(pipe, editor, picture, monkeypat
 
     ref = _diffusers(pipe, picture, "euler_ancestral", 7.5, 1.5)
     monkeypatch.setattr(editor_module, "dual_cfg", bug)
-    wrong = editor.edit(picture, PROMPT, steps=STEPS, text_guidance=7.5, image_guidance=1.5, seed=SEED,
+    wrong = editor.edit(picture, PROMPT, steps=STEPS, s_text=7.5, s_image=1.5, seed=SEED,
                         resolution=64, sizing="diffusers")
     assert np.abs(wrong.array - ref).max() > FAR
 
@@ -134,7 +134,7 @@ def test_paper_rule_keeps_eq3_where_diffusers_switches_guidance_off(pipe, editor
     calls = []
     hook = editor.unet.register_forward_hook(lambda m, args, out: calls.append(args[0].shape[0]))
     try:
-        ours = editor.edit(picture, PROMPT, steps=STEPS, text_guidance=1.0, image_guidance=1.5, seed=SEED,
+        ours = editor.edit(picture, PROMPT, steps=STEPS, s_text=1.0, s_image=1.5, seed=SEED,
                            resolution=64, sizing="diffusers", guidance_rule="paper")
     finally:
         hook.remove()
@@ -188,7 +188,7 @@ def test_edit_is_prepare_then_denoise_steps_then_decode(editor, picture):
     result = editor.edit(picture, PROMPT, **kwargs)
     assert torch.equal(latents, result.latents)
     assert np.array_equal(pixels[0].permute(1, 2, 0).numpy(), result.array)
-    off = editor.prepare(picture, PROMPT, text_guidance=1.0, image_guidance=1.5, guidance_rule="diffusers", **kwargs)
+    off = editor.prepare(picture, PROMPT, s_text=1.0, s_image=1.5, guidance_rule="diffusers", **kwargs)
     assert not off.all_branches and off.unet_in.shape[0] == off.hidden.shape[0] == 1  # guidance off: one branch
 
 
@@ -200,7 +200,7 @@ def test_authors_sizing_rounds_to_the_unet_multiple(editor, picture):
 
 
 def test_editor_rejects_bad_arguments(editor, picture):
-    for kwargs in ({"instruction": "  "}, {"steps": 0}, {"text_guidance": -1.0}):
+    for kwargs in ({"instruction": "  "}, {"steps": 0}, {"s_text": -1.0}):
         args = {"image": picture, "instruction": PROMPT, "steps": 1, **kwargs}
         with pytest.raises(UserError):
             editor.edit(**args)

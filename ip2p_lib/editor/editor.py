@@ -151,8 +151,8 @@ class InstructPix2PixEditor:
         image: Any,
         instruction: str,
         steps: int = PAPER_STEPS,
-        text_guidance: float = PAPER_TEXT_GUIDANCE,
-        image_guidance: float = PAPER_IMAGE_GUIDANCE,
+        s_text: float = PAPER_TEXT_GUIDANCE,
+        s_image: float = PAPER_IMAGE_GUIDANCE,
         seed: int | None = None,
         scheduler: str = "euler_ancestral",
         resolution: int | None = None,
@@ -174,7 +174,7 @@ class InstructPix2PixEditor:
 
         seed = random.randrange(2**31) if seed is None else int(seed)
         generator = torch.Generator("cpu").manual_seed(seed)
-        three = uses_all_branches(image_guidance, text_guidance, guidance_rule)
+        three = uses_all_branches(s_image=s_image, s_text=s_text, rule=guidance_rule)
 
         with torch.inference_mode():
             rgb = resize_for_model(to_rgb(image), resolution or self.native_resolution, sizing, self.size_multiple(sizing))
@@ -198,7 +198,7 @@ class InstructPix2PixEditor:
             latents = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)  # z_T ~ N(0, I)
             latents = latents * sched.init_noise_sigma
         return PreparedEdit(unet_in, hidden, sched, latents, generator, step_kwargs,
-                            s_image=float(image_guidance), s_text=float(text_guidance), seed=seed, input_size=rgb.size)
+                            s_image=float(s_image), s_text=float(s_text), seed=seed, input_size=rgb.size)
 
     def denoise_step(self, state: PreparedEdit, latents: Any, t: Any) -> Any:
         """One sampler step z_t -> z_{t-1}: the branches as one UNet batch, Eq. 3, the sampler's update."""
@@ -218,8 +218,8 @@ class InstructPix2PixEditor:
         image: Any,
         instruction: str,
         steps: int = PAPER_STEPS,
-        text_guidance: float = PAPER_TEXT_GUIDANCE,
-        image_guidance: float = PAPER_IMAGE_GUIDANCE,
+        s_text: float = PAPER_TEXT_GUIDANCE,
+        s_image: float = PAPER_IMAGE_GUIDANCE,
         seed: int | None = None,
         scheduler: str = "euler_ancestral",
         resolution: int | None = None,
@@ -236,11 +236,11 @@ class InstructPix2PixEditor:
         (see `ip2p_lib.editor.imageprep`); `guidance_rule` is explained in `uses_all_branches`.
         The same as `prepare`, `denoise_step` for each timestep, `decode`.
         """
-        check_edit_arguments(instruction, steps, s_T=text_guidance, s_I=image_guidance)
+        check_edit_arguments(instruction, steps, s_T=s_text, s_I=s_image)
         from PIL import Image
         from tqdm.auto import tqdm
 
-        state = self.prepare(image, instruction, steps=steps, text_guidance=text_guidance, image_guidance=image_guidance,
+        state = self.prepare(image, instruction, steps=steps, s_text=s_text, s_image=s_image,
                              seed=seed, scheduler=scheduler, resolution=resolution, sizing=sizing,
                              guidance_rule=guidance_rule, eta=eta)
         latents = state.latents  # z_T
