@@ -171,3 +171,26 @@ def test_committed_outputs_are_what_the_code_computes(stem, tmp_path):
         pytest.skip(f"{path.name} is committed without outputs: `ip2p notebooks --profile toy --publish` adds them, then nbval checks them")
     result = _nbval([path], tmp_path / "fig")
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+@pytest.mark.notebook
+@pytest.mark.xdist_group("nbval")
+def test_cli_publishes_and_keeps_the_readme_in_step(tmp_path, monkeypatch, capsys):
+    from ip2p_lib.cli import main
+
+    monkeypatch.setenv("IP2P_ROOT", str(tmp_path))  # a repository of one fixture notebook
+    monkeypatch.delenv("IP2P_FIGURE_ROOT", raising=False)
+    cells = ["from ip2p_lib.infra.measurements import record", "print(record('answer', 42))"]
+    source = _fixture_notebook(tmp_path / "notebooks", "00_fixture", cells)
+    m = measurements
+    (tmp_path / "README.md").write_text(f"# R\n{m.SUMMARY_BEGIN}\n{m.NOT_YET}\n{m.SUMMARY_END}\n{m.TABLE_BEGIN}\n{m.NOT_YET}\n{m.TABLE_END}\n")
+    assert main(["notebooks", "--profile", "smoke", "--publish"]) == 2, "--publish is for the toy profile only"
+    assert main(["notebooks", "--profile", "toy", "--publish", "--no-progress"]) == 0
+    data = measurements.load(tmp_path / "figures" / "toy" / "measurements.json")
+    readme = (tmp_path / "README.md").read_text()
+    assert m.block(readme, m.TABLE_BEGIN, m.TABLE_END) == m.render_table(data)
+    assert "| | answer | 42 |" in readme and m.render_summary(data) in readme
+    assert has_outputs(source) and volatile_metadata(json.loads(source.read_text())) == []
+    capsys.readouterr()
+    assert main(["notebooks", "--measurements-table"]) == 0
+    assert capsys.readouterr().out.strip() == m.render_table(data)

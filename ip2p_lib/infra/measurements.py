@@ -9,8 +9,9 @@ Under `ip2p notebooks --profile P` each value lands in `figures/<P>/measurements
 the notebook's wall time, the date and the machine (platform, CPU, cores, Python, torch).
 Outside the runner (Jupyter, nbval) `record` only returns the value, so an interactive run never
 changes the committed file. `ip2p notebooks --measurements-table` renders the file as Markdown;
-README.md quotes it between `<!-- measurements:begin -->` and `<!-- measurements:end -->`, and
-`ip2p notebooks --update-readme` rewrites that block (a test keeps the two equal).
+README.md quotes it between `<!-- measurements:begin -->` and `<!-- measurements:end -->` (and a
+one-line summary of the times between the `measurements-summary` markers); every toy run and
+`ip2p notebooks --update-readme` rewrite those blocks, and a test keeps them equal to the file.
 """
 
 from __future__ import annotations
@@ -31,10 +32,7 @@ ENV_NOTEBOOK = "IP2P_NOTEBOOK"
 FILE_NAME = "measurements.json"
 TABLE_BEGIN, TABLE_END = "<!-- measurements:begin -->", "<!-- measurements:end -->"
 SUMMARY_BEGIN, SUMMARY_END = "<!-- measurements-summary:begin -->", "<!-- measurements-summary:end -->"
-NOT_YET = (
-    "Not measured yet: `ip2p notebooks --profile toy` writes `figures/toy/measurements.json`, "
-    "then `ip2p notebooks --update-readme` fills this in."
-)
+NOT_YET = "Not measured yet: `make notebooks` (`ip2p notebooks --profile toy`) measures the notebooks and fills this in."
 
 
 def record(name: str, value: Any, *, notebook: str | None = None, unit: str = "", fmt: str | None = None) -> Any:

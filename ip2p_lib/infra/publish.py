@@ -22,7 +22,7 @@ from ip2p_lib.infra.errors import UserError
 
 # What a committed notebook may keep; everything else in metadata is volatile.
 NOTEBOOK_METADATA_KEPT = ("kernelspec", "language_info")
-LANGUAGE_INFO_KEPT = ("name",)  # not "version": it names the machine's Python, not the notebook
+LANGUAGE_INFO_VOLATILE = ("version",)  # the machine's Python patch version, not the notebook's
 CELL_METADATA_KEPT = ("tags", "jupyter", "editable", "deletable", "slideshow")
 VOLATILE_MIMETYPES = ("application/vnd.jupyter.widget-view+json",)  # random model ids
 INJECTED_TAG = "injected-parameters"  # papermill's cell holding the injected parameters
@@ -53,7 +53,7 @@ def clean_metadata(nb: dict[str, Any]) -> dict[str, Any]:
     nb = copy.deepcopy(nb)
     meta = {k: nb["metadata"][k] for k in NOTEBOOK_METADATA_KEPT if k in nb["metadata"]}
     if "language_info" in meta:
-        meta["language_info"] = {k: v for k, v in meta["language_info"].items() if k in LANGUAGE_INFO_KEPT}
+        meta["language_info"] = {k: v for k, v in meta["language_info"].items() if k not in LANGUAGE_INFO_VOLATILE}
     nb["metadata"] = meta
     for cell in nb["cells"]:
         cell["metadata"] = {k: v for k, v in cell.get("metadata", {}).items() if k in CELL_METADATA_KEPT}
@@ -92,7 +92,7 @@ def has_outputs(path: Path) -> bool:
 def volatile_metadata(nb: dict[str, Any]) -> list[str]:
     """What in `nb` would change between two publications of the same run (empty when clean)."""
     problems = [f"notebook metadata {k!r}" for k in nb["metadata"] if k not in NOTEBOOK_METADATA_KEPT]
-    problems += [f"language_info {k!r}" for k in nb["metadata"].get("language_info", {}) if k not in LANGUAGE_INFO_KEPT]
+    problems += [f"language_info {k!r}" for k in nb["metadata"].get("language_info", {}) if k in LANGUAGE_INFO_VOLATILE]
     expected = 0
     for i, cell in enumerate(nb["cells"]):
         meta = cell.get("metadata", {})

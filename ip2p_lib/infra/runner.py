@@ -5,8 +5,9 @@ Executed copies go to a git-ignored folder (default `build/notebooks/<profile>/`
 inline matplotlib backend). Each notebook's wall time and the numbers it `record`s go to
 `figures/<profile>/measurements.json` (`ip2p_lib.infra.measurements`). The run stops at the
 first failing notebook and names it, its failing cell and the error, so a broken step is found
-without opening Jupyter. `--publish` writes the executed toy copies back into `notebooks/`
-(`ip2p_lib.infra.publish`) and refreshes the README's measurement block.
+without opening Jupyter. A toy run also refreshes README.md's measurement blocks, so the README
+always quotes the file next to it; `--publish` writes the executed toy copies back into
+`notebooks/` (`ip2p_lib.infra.publish`).
 """
 
 from __future__ import annotations
@@ -194,11 +195,16 @@ def _run(args: argparse.Namespace) -> int:
         print(measurements.render_table(measurements.load(path)))
         return 0
     if args.update_readme:
-        print(f"updated {update_readme(args.profile, args.figures)}")
+        if args.profile != "toy":
+            raise UserError("the README quotes the toy profile's measurements; drop --profile")
+        print(f"updated {update_readme('toy', args.figures)}")
         return 0
     if args.publish and args.profile != "toy":
         raise UserError(f"--publish writes the toy profile's outputs into notebooks/; drop --profile {args.profile}")
     results = run_notebooks(args.profile, args.only, args.out, args.figures, progress=not args.no_progress)
+    if args.profile == "toy" and args.figures is None:
+        # The README quotes figures/toy/measurements.json; keep the two in step after every run.
+        print(f"updated the measurements in {update_readme()}")
     failed = [r for r in results if r.error]
     total = sum(r.seconds for r in results)
     if failed:
@@ -207,7 +213,6 @@ def _run(args: argparse.Namespace) -> int:
     print(f"all {len(results)} notebooks ran in {total:.0f} s (profile {args.profile})")
     if args.publish:
         publish(results, repo_root() / "notebooks")
-        print(f"updated {update_readme(args.profile, args.figures)}")
     return 0
 
 
@@ -226,7 +231,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--publish",
         action="store_true",
         help="after a successful toy run, write the executed copies back into notebooks/ (outputs "
-        "included, volatile metadata removed) and refresh README.md's measurements",
+        "included, volatile metadata removed)",
     )
     p.add_argument(
         "--measurements-table",
@@ -236,7 +241,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--update-readme",
         action="store_true",
-        help="rewrite README.md's measurement blocks from figures/<profile>/measurements.json; run nothing",
+        help="rewrite README.md's measurement blocks from figures/toy/measurements.json (every toy run "
+        "does it too); run nothing",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar (cells of the current notebook)")
     p.set_defaults(func=_run)
