@@ -59,3 +59,9 @@ def notebook_parameters(stem: str, profile: str) -> dict[str, Any]:
     check_profile(profile)
     overrides = NOTEBOOK_PARAMS.get(stem, {}).get(profile, {})
     return {"profile": profile, **overrides}
+
+
+# Notebooks whose toy run takes under two minutes on a 2-core CPU (their wall times are in
+# figures/toy/measurements.json): `make test` re-executes them with nbval and compares the
+# committed outputs of their `nbval-check-output` cells; `make verify-notebooks` checks all.
+NBVAL_IN_TESTS: tuple[str, ...] = ("00_overview", "04_unet_surgery", "06_dual_guidance")
