@@ -1,8 +1,10 @@
 # Two commands do everything on a fresh machine:
 #   make notebooks   # run every notebook end to end (toy profile), figures into figures/toy/
-#   make test        # unit + parity tests, and every notebook in the smoke profile
+#   make test        # unit + parity tests, every notebook in the smoke profile, nbval on the short ones
 # Both create the virtual environment in .venv when it is missing or older than pyproject.toml
 # or constraints.txt (the exact versions of the last green run; pyproject.toml keeps ranges).
+#   make verify-notebooks   # nbval on every notebook: committed key numbers = what the code computes
+#   make publish-notebooks  # run the toy profile, write its outputs back into notebooks/ to commit
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,9 +14,8 @@ PROFILE ?= toy
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
-export MPLBACKEND := Agg
 
-.PHONY: venv test notebooks clean-venv
+.PHONY: venv test notebooks verify-notebooks publish-notebooks clean-venv
 
 venv: $(STAMP)
 
@@ -30,6 +31,14 @@ test: venv
 
 notebooks: venv
 	$(BIN)/ip2p notebooks --profile $(PROFILE)
+
+# Re-executes each committed notebook (toy defaults) and compares the outputs of the cells tagged
+# nbval-check-output; figures go to build/, never over the committed figures/toy/.
+verify-notebooks: venv
+	IP2P_FIGURE_ROOT=$(CURDIR)/build/nbval-figures $(BIN)/python -m pytest --nbval-lax --nbval-current-env -p no:cacheprovider notebooks/
+
+publish-notebooks: venv
+	$(BIN)/ip2p notebooks --profile toy --publish
 
 clean-venv:
 	rm -rf $(VENV)

@@ -2,7 +2,7 @@
 
 `make venv` installs with `pip install -c constraints.txt -e ".[dev]"`, so a fresh clone gets
 the versions of the last green run. Run this with the virtual environment's Python after a
-green `make test` on newer versions (see README, "Two commands"):
+green `make test` on newer versions (see README, "Start here"):
 
     .venv/bin/python .ci/write_constraints.py
 """
@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEADER = """\
 # The exact version of every direct dependency (pyproject.toml's dependencies and dev extra)
 # that the tests last passed with; `make venv` installs with `pip install -c` this file.
-# pyproject.toml keeps ranges. Refresh: see README ("Two commands"); written by .ci/write_constraints.py.
+# pyproject.toml keeps ranges. Refresh: see README ("Start here"); written by .ci/write_constraints.py.
 """
 
 

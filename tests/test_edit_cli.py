@@ -1,10 +1,13 @@
 """`ip2p edit`: every bad input is one line on stderr and exit code 2; odd images just work."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from ip2p_lib.cli import main
+from ip2p_lib.infra import models
 from tests.fixtures_ip2p import offline, tiny_ip2p_dir  # noqa: F401  (fixtures)
 
 
@@ -29,11 +32,11 @@ def _one_line_error(capsys, *needles):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["--steps", "0"], "--steps must be >= 1"),
+        (["--steps", "0"], "steps must be at least 1"),
         (["--steps", "ten"], "--steps must be an integer"),
-        (["--text-guidance", "-1"], "--text-guidance must be >= 0"),
+        (["--text-guidance", "-1"], "text guidance s_T must be at least 0"),
         (["--image-guidance", "abc"], "--image-guidance must be a number"),
-        (["--text-guidance", "nan"], "must be finite"),
+        (["--text-guidance", "nan"], "must be a finite number"),
         (["--seed", "x"], "--seed must be an integer"),
         (["--device", "tpu"], "--device must be"),
         (["--sizing", "stretch"], "--sizing must be"),
@@ -71,9 +74,9 @@ def test_models_that_are_not_available(photo, tmp_path, offline, monkeypatch, ca
     _one_line_error(capsys, "hf download ip2p-tests-nobody/not-cached-model-91c", "HF_HUB_OFFLINE")
     import ip2p_lib.editor.cli as edit_cli
 
-    monkeypatch.setattr(edit_cli, "toy_model_dir", lambda: tmp_path / "no-toy-model")
+    monkeypatch.setitem(models.TOY_MODELS, "ip2p", dataclasses.replace(models.TOY_MODELS["ip2p"], folder="not-trained-ip2p"))
     assert _edit(model="toy", inp=photo, out=tmp_path / "o.png") == 2
-    _one_line_error(capsys, "toy InstructPix2Pix model is not available", "notebook 05")
+    _one_line_error(capsys, "toy ip2p model is missing", "notebook 05")
     assert _edit(model=tmp_path / "no-such-folder/", inp=photo, out=tmp_path / "o.png") == 2
     _one_line_error(capsys, "no InstructPix2Pix model folder")
 

@@ -31,3 +31,23 @@ def test_same_ids_as_open_clip_on_world_captions_and_odd_text(tok):
 def test_pads_to_77_with_end_of_text_as_sd_does(tok):
     ids = tok("a red circle", padding="max_length", max_length=tok.model_max_length).input_ids
     assert len(ids) == 77 and ids[0] == 49406 and set(ids[4:]) == {49407}
+
+
+def test_byte_symbols_are_clip_and_gpt2s_byte_table():
+    from open_clip.tokenizer import bytes_to_unicode
+
+    from ip2p_lib.infra.byte_bpe import byte_symbols
+
+    table = bytes_to_unicode()  # byte -> symbol, in id order
+    assert byte_symbols() == tuple(table.values())
+    assert len(set(byte_symbols())) == 256 and not any(c.isspace() for c in byte_symbols())
+
+
+def test_the_tiny_test_tokenizer_shares_the_layout(tok):
+    from ip2p_lib.infra.random_models import tiny_clip_tokenizer
+
+    tiny = tiny_clip_tokenizer()
+    ids = tiny("make the red").input_ids
+    assert tiny.convert_ids_to_tokens(ids) == ["<|startoftext|>", "mak", "e</w>", "the</w>", "red</w>", "<|endoftext|>"]
+    for token in ("a", "~", "\u0100", "a</w>"):  # byte symbols keep CLIP's ids
+        assert tiny.convert_tokens_to_ids(token) == tok.convert_tokens_to_ids(token)

@@ -1,13 +1,18 @@
-"""Repository conventions: environment files in step, notebooks stripped, CI runs the README's command."""
+"""Repository conventions: environment files in step, notebooks without volatile metadata, CI runs
+the README's command, the README quotes the measurements of the committed run."""
 
+import copy
 import json
 import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
+from ip2p_lib.infra import measurements
 from ip2p_lib.infra.profiles import NOTEBOOK_PARAMS, PROFILES
+from ip2p_lib.infra.publish import volatile_metadata
 from ip2p_lib.infra.runner import list_notebooks
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,17 +47,41 @@ def _parameters_source(nb: dict) -> str:
     return "".join(cells[0]["source"])
 
 
-def test_notebooks_are_stripped_and_follow_the_conventions():
+def test_notebooks_follow_the_conventions():
+    # Committed outputs are welcome (a student reads the toy run on the web); what changes from
+    # run to run without saying anything about the notebook is not (see ip2p_lib/infra/publish.py).
     notebooks = list_notebooks(ROOT / "notebooks")
     assert notebooks, "no notebooks found"
     for path in notebooks:
         nb = json.loads(path.read_text())
         assert nb["metadata"]["kernelspec"]["name"] == "python3", path
-        for cell in nb["cells"]:
-            if cell["cell_type"] == "code":
-                assert cell["outputs"] == [] and cell["execution_count"] is None, f"{path.name} has outputs"
+        volatile = volatile_metadata(nb)
+        assert not volatile, f"{path.name}: {volatile[:5]}; publish it with `ip2p notebooks --profile toy --publish`"
+        errors = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c["outputs"] if o["output_type"] == "error"]
+        assert not errors, f"{path.name} is committed with an error output"
         source = _parameters_source(nb)
         assert re.search(r"^profile\s*=\s*\"toy\"", source, re.M), f"{path.name}: default profile must be toy"
+
+
+def test_the_convention_check_catches_volatile_metadata():
+    clean = {"metadata": {"kernelspec": {"name": "python3"}, "language_info": {"name": "python"}},
+             "cells": [{"cell_type": "code", "metadata": {"tags": ["parameters"]}, "execution_count": 1, "outputs": []},
+                       {"cell_type": "code", "metadata": {}, "execution_count": 2, "outputs": []}]}
+    assert volatile_metadata(clean) == []
+    for change in (
+        lambda nb: nb["metadata"].update(papermill={"duration": 1.0}),
+        lambda nb: nb["metadata"].update(widgets={"state": {}}),
+        lambda nb: nb["metadata"]["language_info"].update(version="3.11.7"),
+        lambda nb: nb["cells"][1]["metadata"].update(execution={"iopub.status.idle": "2026-01-01T00:00:00Z"}),
+        lambda nb: nb["cells"][1]["metadata"].update(papermill={"duration": 1.0}),
+        lambda nb: nb["cells"][1]["metadata"].update(tags=["injected-parameters"]),
+        lambda nb: nb["cells"][1].update(execution_count=7),
+        lambda nb: nb["cells"][1]["outputs"].append(
+            {"output_type": "display_data", "data": {"application/vnd.jupyter.widget-view+json": {}}, "metadata": {}}),
+    ):
+        nb = copy.deepcopy(clean)
+        change(nb)
+        assert volatile_metadata(nb), nb
 
 
 def test_profile_overrides_name_real_parameters():
@@ -71,6 +100,20 @@ def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "make test" in readme and "make notebooks" in readme
     assert re.search(r"^make test$", ci, re.M)
+
+
+def test_readme_quotes_the_measurements_of_the_committed_toy_run():
+    readme = (ROOT / "README.md").read_text()
+    table = measurements.block(readme, measurements.TABLE_BEGIN, measurements.TABLE_END)
+    summary = measurements.block(readme, measurements.SUMMARY_BEGIN, measurements.SUMMARY_END)
+    path = ROOT / "figures" / "toy" / measurements.FILE_NAME
+    if not path.exists():
+        assert table == summary == measurements.NOT_YET
+        pytest.skip("figures/toy/measurements.json is not committed yet (`ip2p notebooks --profile toy` writes it)")
+    data = measurements.load(path)
+    hint = "run `ip2p notebooks --update-readme`"
+    assert table == measurements.render_table(data), f"README.md's measurement table is not the committed run's: {hint}"
+    assert summary == measurements.render_summary(data), f"README.md's notebook times are not the committed run's: {hint}"
 
 
 # ---------------------------------------------------------------- the layout follows the paper

@@ -117,13 +117,12 @@ def test_a_killed_run_resumes_without_losing_or_duplicating(tmp_path, kill_after
     assert again.written == 0 and read_done(out) == read_done(reference)
 
 
-def test_read_done_truncates_only_a_partial_last_line(tmp_path):
+def test_read_done_leaves_out_a_half_written_line_and_reads_the_authors_caption_name(tmp_path):
     path = tmp_path / "f.jsonl"
-    path.write_text('{"input": "a"}\n{"input": "b"}\n{"inp')
+    path.write_text('{"caption": "a"}\n{"input": "b"}\n{"inp')
     assert [r["input"] for r in read_done(path)] == ["a", "b"]
-    assert path.read_text() == '{"input": "a"}\n{"input": "b"}\n'
     path.write_text('{"input": "a"}\nnot json\n')
-    with pytest.raises(UserError, match="not JSON"):
+    with pytest.raises(UserError, match="f.jsonl:2 is not a JSON object"):
         read_done(path)
 
 
@@ -146,6 +145,9 @@ def test_file_sources(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(UserError, match="no captions"):
         file_captions(tmp_path / "empty.txt")
+    (tmp_path / "bad.jsonl").write_text(json.dumps({"caption": "a fish"}) + "\n" + json.dumps({"url": "http://c"}) + "\n")
+    with pytest.raises(UserError, match="bad.jsonl:2 lacks the field"):
+        file_captions(tmp_path / "bad.jsonl")
 
 
 def test_hub_dataset_offline_is_a_clear_user_error(monkeypatch):

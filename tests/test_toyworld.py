@@ -31,7 +31,7 @@ from ip2p_lib.toyworld import (
 from ip2p_lib.toyworld.captions import CAPTION_TEMPLATES
 from ip2p_lib.toyworld.edits import phrasings
 from ip2p_lib.toyworld.render import coverage
-from ip2p_lib.toyworld.scene import SIZE_RADIUS
+from ip2p_lib.toyworld.scene import HORIZONTAL, REGION_CENTRES, VERTICAL, SIZE_RADIUS, region_centre, region_of
 
 
 def test_palettes_are_public_disjoint_and_large_enough():
@@ -39,6 +39,17 @@ def test_palettes_are_public_disjoint_and_large_enough():
     assert not set(COLORS) & set(BACKGROUNDS)
     for rgb in [*COLORS.values(), *BACKGROUNDS.values()]:
         assert len(rgb) == 3 and all(0 <= c <= 255 for c in rgb)
+
+
+def test_regions_are_thirds_of_each_axis_and_centres_lie_in_them():
+    assert region_of(0.0, 0.0) == ("left", "top") and region_of(1.0, 1.0) == ("right", "bottom")
+    assert region_of(0.34, 0.66) == ("center", "middle") and region_of(0.32, 0.67) == ("left", "bottom")
+    for h in HORIZONTAL:
+        for v in VERTICAL:
+            u, w = region_centre((h, v))
+            assert region_of(u, w) == (h, v) and {u, w} <= set(REGION_CENTRES)
+            scene = Scene("circle", "red", "gray", "small", u=u, v=w)
+            assert (scene.hpos, scene.vpos) == (h, v) and judge(render(scene)).attributes()["hpos"] == h
 
 
 def test_render_is_deterministic_and_sized():

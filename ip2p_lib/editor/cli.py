@@ -8,19 +8,15 @@ command prints as one line with exit code 2.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
+from ip2p_lib.guidance import PAPER_IMAGE_GUIDANCE, PAPER_STEPS, PAPER_TEXT_GUIDANCE
+from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.models import toy_model_dir
 
 FULL_MODEL = "timbrooks/instruct-pix2pix"
-
-
-def toy_model_dir() -> Path:
-    """Where notebook 05 saves the toy InstructPix2Pix model."""
-    from ip2p_lib.infra.paths import data_dir
-
-    return data_dir() / "toy" / "models" / "ip2p"
+MAX_RESOLUTION = 4096  # beyond this a single edit needs more memory than any one GPU has
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,48 +25,42 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "edit",
         help="edit an image following a written instruction (InstructPix2Pix)",
         description="Edit INPUT following INSTRUCTION and save the result to OUTPUT. Defaults are the "
-        "paper's: Euler ancestral, 100 steps, text guidance 7.5, image guidance 1.5.",
+        f"paper's: Euler ancestral, {PAPER_STEPS} steps, text guidance {PAPER_TEXT_GUIDANCE}, "
+        f"image guidance {PAPER_IMAGE_GUIDANCE}.",
     )
     p.add_argument("input", metavar="INPUT", help="the image to edit (PNG, JPEG, ...; any mode)")
     p.add_argument("instruction", metavar="INSTRUCTION", help='what to change, e.g. "make it snowy"')
-    p.add_argument("-o", "--output", required=True, metavar="OUTPUT", help="where to save the edited image")
-    p.add_argument("--model", default="toy", help=f"toy (notebook 05's model), full ({FULL_MODEL}), or a folder / hub id")
+    p.add_argument("-o", "--output", required=True, metavar="OUTPUT",
+                   help="where to save the edited image; its extension gives the format (required)")
+    p.add_argument("--model", default="toy",
+                   help=f"toy (notebook 05's model), full ({FULL_MODEL}), or a folder / hub id (default toy)")
     # numbers are read as text and checked in `run`, so a bad value gives one clear line
-    p.add_argument("--steps", default="100", metavar="N", help="denoising steps (default 100)")
-    p.add_argument("--text-guidance", default="7.5", metavar="S_T", help="s_T of Eq. 3 (default 7.5)")
-    p.add_argument("--image-guidance", default="1.5", metavar="S_I", help="s_I of Eq. 3 (default 1.5)")
-    p.add_argument("--seed", default=None, metavar="S", help='seed of torch.Generator("cpu"), as in diffusers (default: random, printed)')
-    p.add_argument("--scheduler", default="euler_ancestral", metavar="NAME", help="euler_ancestral (default), ddim, euler, dpm_solver, ... or a diffusers class name")
-    p.add_argument("--resolution", default=None, metavar="R", help="long side in pixels (default: the model's, 512 for SD 1.5)")
-    p.add_argument("--sizing", default="authors", metavar="RULE", help="authors (multiples of 64, default) or diffusers (multiples of 8)")
-    p.add_argument("--guidance-rule", default="paper", metavar="RULE", help="paper (Eq. 3 always, default) or diffusers (no guidance unless s_T > 1 and s_I >= 1)")
-    p.add_argument("--device", default="auto", metavar="DEVICE", help="auto (default), cpu or cuda")
+    p.add_argument("--steps", default=str(PAPER_STEPS), metavar="N",
+                   help=f"denoising steps, at least 1 (default {PAPER_STEPS}, the authors')")
+    p.add_argument("--text-guidance", default=str(PAPER_TEXT_GUIDANCE), metavar="S_T",
+                   help=f"s_T of Eq. 3, >= 0 (default {PAPER_TEXT_GUIDANCE}, the paper's)")
+    p.add_argument("--image-guidance", default=str(PAPER_IMAGE_GUIDANCE), metavar="S_I",
+                   help=f"s_I of Eq. 3, >= 0 (default {PAPER_IMAGE_GUIDANCE}, the paper's)")
+    p.add_argument("--seed", default=None, metavar="S",
+                   help='seed of torch.Generator("cpu") as in diffusers, 0 to 2**32-1 (default: random, printed)')
+    p.add_argument("--scheduler", default="euler_ancestral", metavar="NAME",
+                   help="euler_ancestral, ddim, euler, dpm_solver, ... or a diffusers class name "
+                   "(default euler_ancestral, the authors')")
+    p.add_argument("--resolution", default=None, metavar="R",
+                   help=f"long side in pixels, 8 to {MAX_RESOLUTION} (default: the model's, 512 for SD 1.5)")
+    p.add_argument("--sizing", default="authors", metavar="RULE",
+                   help="authors (multiples of 64) or diffusers (multiples of 8) (default authors)")
+    p.add_argument("--guidance-rule", default="paper", metavar="RULE",
+                   help="paper (Eq. 3 always) or diffusers (no guidance unless s_T > 1 and s_I >= 1) (default paper)")
+    p.add_argument("--device", default="auto", metavar="DEVICE",
+                   help="auto (cuda when available), cpu or cuda (default auto)")
     p.set_defaults(func=run)
-
-
-def _number(text: str, name: str, kind: type = float, minimum: float = 0.0) -> float:
-    """Parse `text` as a finite number >= minimum, or raise a one-line `UserError`."""
-    try:
-        value = kind(text)
-    except (TypeError, ValueError):
-        raise UserError(f"{name} must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise UserError(f"{name} must be finite, got {text!r}")
-    if value < minimum:
-        raise UserError(f"{name} must be >= {minimum:g}, got {text}")
-    return value
 
 
 def resolve_model(name: str) -> str:
     """`toy` -> notebook 05's folder (it must exist), `full` -> the released checkpoint."""
     if name == "toy":
-        folder = toy_model_dir()
-        if not (folder / "model_index.json").exists():
-            raise UserError(
-                f"the toy InstructPix2Pix model is not available yet ({folder} is missing): it is trained in "
-                "notebook 05_training; run that first, or pass --model full or a model folder"
-            )
-        return str(folder)
+        return str(toy_model_dir("ip2p"))  # a UserError naming notebook 05 while it is missing
     if name == "full":
         return FULL_MODEL
     return name
@@ -93,17 +83,18 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, load the model, edit, save."""
     from PIL import Image
 
+    from ip2p_lib.editor.editor import check_edit_arguments
+    from ip2p_lib.editor.imageprep import SIZING_RULES, load_rgb
     from ip2p_lib.editor.schedulers import scheduler_class
     from ip2p_lib.guidance import GUIDANCE_RULES
-    from ip2p_lib.editor.imageprep import SIZING_RULES, load_rgb
 
-    if not args.instruction.strip():
-        raise UserError("the instruction is empty: say what to change, e.g. 'make it snowy'")
-    steps = int(_number(args.steps, "--steps", int, minimum=1))
-    s_text = _number(args.text_guidance, "--text-guidance")
-    s_image = _number(args.image_guidance, "--image-guidance")
-    seed = None if args.seed is None else int(_number(args.seed, "--seed", int))
-    resolution = None if args.resolution is None else int(_number(args.resolution, "--resolution", int, minimum=8))
+    steps = int(checks.number(args.steps, "--steps", int))
+    s_text = checks.number(args.text_guidance, "--text-guidance")
+    s_image = checks.number(args.image_guidance, "--image-guidance")
+    check_edit_arguments(args.instruction, steps, s_T=s_text, s_I=s_image)  # the editor's own check
+    seed = None if args.seed is None else checks.seed(args.seed)
+    resolution = None if args.resolution is None else int(
+        checks.number(args.resolution, "--resolution", int, minimum=8, maximum=MAX_RESOLUTION))
     if args.sizing not in SIZING_RULES:
         raise UserError(f"--sizing must be one of {', '.join(SIZING_RULES)}, got {args.sizing!r}")
     if args.guidance_rule not in GUIDANCE_RULES:
@@ -111,10 +102,12 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() not in Image.registered_extensions():
         raise UserError(f"cannot tell the image format of {output}: give it an extension such as .png or .jpg")
-    scheduler_class(args.scheduler)
     image = load_rgb(args.input)
-    device = resolve_device(args.device)
     model = resolve_model(args.model)
+    checks.model_folder(model, "--model", "model_index.json", "InstructPix2Pix model")
+    checks.output_file(output, "--output")
+    scheduler_class(args.scheduler)  # the first check that imports diffusers
+    device = resolve_device(args.device)  # and torch
 
     import torch
 
@@ -126,13 +119,18 @@ def run(args: argparse.Namespace) -> int:
     diffusers.utils.logging.disable_progress_bar()  # one progress bar: the denoising steps
     transformers.utils.logging.disable_progress_bar()
     dtype = torch.float16 if device == "cuda" else torch.float32
-    editor = InstructPix2PixEditor.from_pretrained(model, device=device, dtype=dtype)
+    verbosity = diffusers.utils.logging.get_verbosity()
+    diffusers.utils.logging.set_verbosity_error()  # not "cannot reach the hub": the UserError says what to do
+    try:
+        editor = InstructPix2PixEditor.from_pretrained(model, device=device, dtype=dtype)
+    finally:
+        diffusers.utils.logging.set_verbosity(verbosity)
     result = editor.edit(
         image,
         args.instruction,
         steps=steps,
-        text_guidance=s_text,
-        image_guidance=s_image,
+        s_text=s_text,
+        s_image=s_image,
         seed=seed,
         scheduler=args.scheduler,
         resolution=resolution,
@@ -140,7 +138,6 @@ def run(args: argparse.Namespace) -> int:
         guidance_rule=args.guidance_rule,
         progress=True,
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
     result.image.save(output)
     w, h = result.input_size
     print(f"saved {output} ({w}x{h}, seed {result.seed}, {steps} steps, s_T {s_text:g}, s_I {s_image:g})")

@@ -15,7 +15,19 @@ import numpy as np
 
 from ip2p_lib.editor.schedulers import make_scheduler
 from ip2p_lib.guidance import PAPER_IMAGE_GUIDANCE, PAPER_STEPS, PAPER_TEXT_GUIDANCE, dual_cfg, uses_all_branches
+from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.prompts import encode_prompts
+
+
+def check_edit_arguments(instruction: str, steps: int, s_T: float, s_I: float) -> None:
+    """The one check of an edit's arguments (`edit` and `ip2p edit` both call it, the CLI before
+    the model loads): a non-empty instruction, at least 1 step, finite scales s_T, s_I >= 0."""
+    if not instruction or not instruction.strip():
+        raise UserError("the instruction is empty: say what to change, e.g. 'make it snowy'")
+    checks.number(steps, "steps", int, minimum=1)
+    checks.number(s_T, "the text guidance s_T", minimum=0)
+    checks.number(s_I, "the image guidance s_I", minimum=0)
 
 
 @dataclass
@@ -27,6 +39,38 @@ class EditResult:
     latents: Any  # torch.Tensor (1, 4, h, w)
     seed: int | None
     input_size: tuple[int, int]  # (width, height) after sizing
+
+
+@dataclass
+class PreparedEdit:
+    """What `InstructPix2PixEditor.prepare` makes and each `denoise_step` reads.
+
+    `unet_in` is the UNet's input for the whole run, one row per branch, [z_t | E(c_I)]:
+    rows (c_T, c_I), (0, c_I), (0, 0) with the image latent already in place (zero in the
+    last row), or the single row (c_T, c_I) when guidance is off; each step writes z_t into
+    its first channels. `hidden` holds the matching text rows [c_T, null, null] (or [c_T]).
+    """
+
+    unet_in: Any  # torch.Tensor (3 or 1, 2 c, h, w)
+    hidden: Any  # torch.Tensor (3 or 1, L, D)
+    scheduler: Any  # a fresh diffusers scheduler, timesteps set
+    latents: Any  # z_T: N(0, I) noise times the sampler's initial sigma, (1, c, h, w)
+    generator: Any  # torch.Generator("cpu"): drew z_T, draws the sampler's noise
+    step_kwargs: dict[str, Any]  # `generator` / `eta` where the scheduler's `step` takes them
+    s_image: float  # s_I
+    s_text: float  # s_T
+    seed: int
+    input_size: tuple[int, int]  # (width, height) after sizing
+
+    @property
+    def timesteps(self) -> Any:
+        """The sampler's timesteps, from the noisiest down."""
+        return self.scheduler.timesteps
+
+    @property
+    def all_branches(self) -> bool:
+        """Whether each step runs the three branches of Eq. 3 (else only e(z, c_I, c_T))."""
+        return self.unet_in.shape[0] == 3
 
 
 class InstructPix2PixEditor:
@@ -60,7 +104,7 @@ class InstructPix2PixEditor:
         import torch
         from diffusers import StableDiffusionInstructPix2PixPipeline
 
-        from ip2p_lib.infra.hub import from_pretrained
+        from ip2p_lib.infra.models import from_pretrained
 
         dtype = dtype or torch.float32
         pipe = from_pretrained(
@@ -88,10 +132,7 @@ class InstructPix2PixEditor:
 
     def encode_text(self, instruction: str) -> Any:
         """CLIP hidden states of [instruction, ""] (c_T and the null text), shape (2, L, D)."""
-        ids = self.tokenizer(
-            [instruction, ""], padding="max_length", max_length=self.tokenizer.model_max_length, truncation=True, return_tensors="pt"
-        ).input_ids.to(self.device)
-        return self.text_encoder(ids)[0].to(self.dtype)
+        return encode_prompts(self.text_encoder, self.tokenizer, [instruction, ""], self.device).to(self.dtype)
 
     def encode_image(self, pixels: Any) -> Any:
         """E(c_I): the VAE posterior mode of pixels in [-1, 1], unscaled (the authors' quirk)."""
@@ -99,48 +140,41 @@ class InstructPix2PixEditor:
 
     def decode(self, latents: Any) -> Any:
         """Latent z_0 -> pixels in [0, 1]: undo the 0.18215 scaling, decode, map [-1, 1] to [0, 1]."""
-        image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
-        return (image * 0.5 + 0.5).clamp(0, 1)
+        import torch
 
-    def edit(
+        with torch.inference_mode():
+            image = self.vae.decode(latents.to(self.vae.dtype) / self.vae.config.scaling_factor, return_dict=False)[0]
+            return (image * 0.5 + 0.5).clamp(0, 1)
+
+    def prepare(
         self,
         image: Any,
         instruction: str,
         steps: int = PAPER_STEPS,
-        text_guidance: float = PAPER_TEXT_GUIDANCE,
-        image_guidance: float = PAPER_IMAGE_GUIDANCE,
+        s_text: float = PAPER_TEXT_GUIDANCE,
+        s_image: float = PAPER_IMAGE_GUIDANCE,
         seed: int | None = None,
         scheduler: str = "euler_ancestral",
         resolution: int | None = None,
         sizing: str = "authors",
         guidance_rule: str = "paper",
         eta: float = 0.0,
-        progress: bool = False,
-    ) -> EditResult:
-        """Edit a PIL `image` (any mode) following `instruction`; see the class doc.
+    ) -> PreparedEdit:
+        """Everything before the first sampler step: size and encode the image, encode the
+        instruction, build the UNet's input rows, set the timesteps, draw z_T.
 
-        `seed` seeds `torch.Generator("cpu")`, exactly as diffusers' examples do, so the same
-        seed gives diffusers' result (`None`: a random seed, returned in the result).
-        `resolution` defaults to the model's native one; `sizing` is "authors" or "diffusers"
-        (see `ip2p_lib.editor.imageprep`); `guidance_rule` is explained in `uses_all_branches`.
+        Arguments as `edit`'s (which checks them). The random draws happen in diffusers' order
+        (z_T first, then the sampler's noise), from `torch.Generator("cpu").manual_seed(seed)`.
         """
         import inspect
 
         import torch
-        from PIL import Image
-        from tqdm.auto import tqdm
 
         from ip2p_lib.editor.imageprep import resize_for_model, to_model_tensor, to_rgb
 
-        if not instruction or not instruction.strip():
-            raise UserError("the instruction is empty: say what to change, e.g. 'make it snowy'")
-        if int(steps) < 1:
-            raise UserError(f"steps must be at least 1, got {steps}")
-        if text_guidance < 0 or image_guidance < 0:
-            raise UserError("guidance scales must be >= 0")
         seed = random.randrange(2**31) if seed is None else int(seed)
         generator = torch.Generator("cpu").manual_seed(seed)
-        three = uses_all_branches(image_guidance, text_guidance, guidance_rule)
+        three = uses_all_branches(s_image=s_image, s_text=s_text, rule=guidance_rule)
 
         with torch.inference_mode():
             rgb = resize_for_model(to_rgb(image), resolution or self.native_resolution, sizing, self.size_multiple(sizing))
@@ -163,16 +197,56 @@ class InstructPix2PixEditor:
             shape = (1, c, image_latent.shape[2], image_latent.shape[3])
             latents = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)  # z_T ~ N(0, I)
             latents = latents * sched.init_noise_sigma
+        return PreparedEdit(unet_in, hidden, sched, latents, generator, step_kwargs,
+                            s_image=float(s_image), s_text=float(s_text), seed=seed, input_size=rgb.size)
 
-            for t in tqdm(sched.timesteps, desc="edit", disable=not progress, leave=False):
-                unet_in[:, :c] = sched.scale_model_input(latents, t)  # z_t, scaled as the sampler needs
-                eps = self.unet(unet_in, t, encoder_hidden_states=hidden, return_dict=False)[0]
-                if three:
-                    eps_text_image, eps_image, eps_uncond = eps.chunk(3)  # e(z,c_I,c_T), e(z,c_I,0), e(z,0,0)
-                    eps = dual_cfg(eps_text_image, eps_image, eps_uncond, image_guidance, text_guidance)  # Eq. 3
-                latents = sched.step(eps, t, latents, **step_kwargs, return_dict=False)[0]
+    def denoise_step(self, state: PreparedEdit, latents: Any, t: Any) -> Any:
+        """One sampler step z_t -> z_{t-1}: the branches as one UNet batch, Eq. 3, the sampler's update."""
+        import torch
 
-            pixels = self.decode(latents)
+        with torch.inference_mode():
+            c = latents.shape[1]
+            state.unet_in[:, :c] = state.scheduler.scale_model_input(latents, t)  # z_t in every row, scaled for the sampler
+            eps = self.unet(state.unet_in, t, encoder_hidden_states=state.hidden, return_dict=False)[0]
+            if state.all_branches:
+                eps_text_image, eps_image, eps_uncond = eps.chunk(3)  # e(z,c_I,c_T), e(z,c_I,0), e(z,0,0)
+                eps = dual_cfg(eps_text_image, eps_image, eps_uncond, s_image=state.s_image, s_text=state.s_text)  # Eq. 3: e~
+            return state.scheduler.step(eps, t, latents, **state.step_kwargs, return_dict=False)[0]  # z_{t-1}
+
+    def edit(
+        self,
+        image: Any,
+        instruction: str,
+        steps: int = PAPER_STEPS,
+        s_text: float = PAPER_TEXT_GUIDANCE,
+        s_image: float = PAPER_IMAGE_GUIDANCE,
+        seed: int | None = None,
+        scheduler: str = "euler_ancestral",
+        resolution: int | None = None,
+        sizing: str = "authors",
+        guidance_rule: str = "paper",
+        eta: float = 0.0,
+        progress: bool = False,
+    ) -> EditResult:
+        """Edit a PIL `image` (any mode) following `instruction`; see the class doc.
+
+        `seed` seeds `torch.Generator("cpu")`, exactly as diffusers' examples do, so the same
+        seed gives diffusers' result (`None`: a random seed, returned in the result).
+        `resolution` defaults to the model's native one; `sizing` is "authors" or "diffusers"
+        (see `ip2p_lib.editor.imageprep`); `guidance_rule` is explained in `uses_all_branches`.
+        The same as `prepare`, `denoise_step` for each timestep, `decode`.
+        """
+        check_edit_arguments(instruction, steps, s_T=s_text, s_I=s_image)
+        from PIL import Image
+        from tqdm.auto import tqdm
+
+        state = self.prepare(image, instruction, steps=steps, s_text=s_text, s_image=s_image,
+                             seed=seed, scheduler=scheduler, resolution=resolution, sizing=sizing,
+                             guidance_rule=guidance_rule, eta=eta)
+        latents = state.latents  # z_T
+        for t in tqdm(state.timesteps, desc="edit", disable=not progress, leave=False):
+            latents = self.denoise_step(state, latents, t)  # z_t -> z_{t-1}
+        pixels = self.decode(latents)  # z_0 -> [0, 1]
         array = pixels[0].permute(1, 2, 0).float().cpu().numpy()
         picture = Image.fromarray((array * 255).round().astype("uint8"))
-        return EditResult(picture, array, latents, seed, rgb.size)
+        return EditResult(picture, array, latents, state.seed, state.input_size)

@@ -6,7 +6,10 @@ predicts e(z, c_I, c_T), e(z, c_I, 0) and e(z, 0, 0) at sampling time.
 
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch only for the hints: `ip2p --help` must not import torch
+    import torch
 
 
 def conditioning_dropout(r: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ip2p_lib.guidance.cfg import dual_cfg
+from ip2p_lib.guidance.cfg import PAPER_IMAGE_GUIDANCE, PAPER_TEXT_GUIDANCE, dual_cfg
 from ip2p_lib.guidance.dropout import conditioning_dropout
 
 
@@ -96,13 +96,14 @@ def exact_scores(world: World2D, z: np.ndarray, sigma: float, i: int, j: int) ->
     }
 
 
-def guided_score(world: World2D, z: np.ndarray, sigma: float, i: int, j: int, s_image: float, s_text: float) -> np.ndarray:
+def guided_score(world: World2D, z: np.ndarray, sigma: float, i: int, j: int, *, s_image: float, s_text: float) -> np.ndarray:
     """Eq. 3 on exact scores (same combination as on eps, since eps = -sigma * score)."""
     s = exact_scores(world, z, sigma, i, j)
-    return dual_cfg(s["both"], s["image"], s["uncond"], s_image, s_text)
+    return dual_cfg(s["both"], s["image"], s["uncond"], s_image=s_image, s_text=s_text)
 
 
-def log_guided_density(world: World2D, z: torch.Tensor, sigma: float, i: int, j: int, s_image: float, s_text: float) -> torch.Tensor:
+def log_guided_density(world: World2D, z: torch.Tensor, sigma: float, i: int, j: int, *, s_image: float,
+                       s_text: float) -> torch.Tensor:
     """log[ p(z) p(i | z)^s_I p(j | i, z)^s_T ] up to a constant, from Bayes' rule:
     p(i | z) = p(z | i) p(i) / p(z),  p(j | i, z) = p(z | i, j) p(j | i) / p(z | i).
     Torch (float64) so that autograd gives its score independently of `exact_scores`."""
@@ -118,10 +119,10 @@ def log_guided_density(world: World2D, z: torch.Tensor, sigma: float, i: int, j:
     return log_p_z + s_image * log_cls_image + s_text * log_cls_text
 
 
-def autograd_score(world: World2D, z: np.ndarray, sigma: float, i: int, j: int, s_image: float, s_text: float) -> np.ndarray:
+def autograd_score(world: World2D, z: np.ndarray, sigma: float, i: int, j: int, *, s_image: float, s_text: float) -> np.ndarray:
     """grad_z log_guided_density, by autograd."""
     zt = torch.tensor(z, dtype=torch.float64, requires_grad=True)
-    log_guided_density(world, zt, sigma, i, j, s_image, s_text).sum().backward()
+    log_guided_density(world, zt, sigma, i, j, s_image=s_image, s_text=s_text).sum().backward()
     return zt.grad.numpy()
 
 
@@ -229,8 +230,8 @@ def network_eps(model: EpsMLP, world: World2D, z: np.ndarray, sigma: float, i: i
     return out
 
 
-def branch_errors(model: EpsMLP, world: World2D, sigmas=(0.3, 1.0, 3.0), n: int = 1800, seed: int = 1,
-                  s_image: float = 1.5, s_text: float = 7.5) -> dict[str, float]:
+def branch_errors(model: EpsMLP, world: World2D, sigmas=(0.3, 1.0, 3.0), n: int = 1800, seed: int = 1, *,
+                  s_image: float = PAPER_IMAGE_GUIDANCE, s_text: float = PAPER_TEXT_GUIDANCE) -> dict[str, float]:
     """Relative RMS error of the network's eps against the exact eps* = -sigma * score, per
     branch and for the Eq. 3 combination, over noisy points z = z0 + sigma * eps from the data
     (every (i, j), every sigma in `sigmas`): ||eps_net - eps*|| / ||eps*||."""
@@ -242,8 +243,8 @@ def branch_errors(model: EpsMLP, world: World2D, sigmas=(0.3, 1.0, 3.0), n: int 
                 z = world.means[i, j] + world.data_std * rng.normal(size=(n // 9 + 1, 2)) + sigma * rng.normal(size=(n // 9 + 1, 2))
                 exact = {k: -sigma * v for k, v in exact_scores(world, z, sigma, i, j).items()}
                 net = network_eps(model, world, z, sigma, i, j)
-                exact["guided"] = dual_cfg(exact["both"], exact["image"], exact["uncond"], s_image, s_text)
-                net["guided"] = dual_cfg(net["both"], net["image"], net["uncond"], s_image, s_text)
+                exact["guided"] = dual_cfg(exact["both"], exact["image"], exact["uncond"], s_image=s_image, s_text=s_text)
+                net["guided"] = dual_cfg(net["both"], net["image"], net["uncond"], s_image=s_image, s_text=s_text)
                 for k in err:
                     err[k][0] += float(((net[k] - exact[k]) ** 2).sum())
                     err[k][1] += float((exact[k] ** 2).sum())

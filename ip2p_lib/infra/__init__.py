@@ -1,2 +1,3 @@
-"""Plumbing that is not from the paper: paths, errors, profiles, the model loaders, records,
-the notebook runner and tiny random models for tests. Imports no paper package."""
+"""Plumbing that is not from the paper: paths, errors, profiles, the one model loader, the one
+records reader/writer, the notebook runner and tiny random models for tests. Imports no paper
+package."""

@@ -8,11 +8,14 @@ from pathlib import Path
 
 def repo_root() -> Path:
     """The project root: `$IP2P_ROOT` if set, else the folder holding `ip2p_lib/` (editable
-    install), else the current directory."""
+    install), else the current directory.
+
+    It does not depend on the current directory in a checkout, so a notebook opened in Jupyter
+    (whose kernel starts in `notebooks/`) and one run by papermill find the same data."""
     env = os.environ.get("IP2P_ROOT")
     if env:
         return Path(env).resolve()
-    here = Path(__file__).resolve().parents[1]
+    here = Path(__file__).resolve().parents[2]  # ip2p_lib/infra/paths.py -> the repository
     if (here / "pyproject.toml").exists():
         return here
     return Path.cwd().resolve()

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from ip2p_lib.infra.errors import UserError
+
 PROFILES: tuple[str, ...] = ("toy", "smoke", "full")
 
 # notebook stem -> profile -> parameter overrides (toy defaults live in the notebook itself)
@@ -45,9 +47,21 @@ NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+def check_profile(profile: str) -> str:
+    """`profile` if it is one of `PROFILES`, else a `UserError` that lists them."""
+    if profile not in PROFILES:
+        raise UserError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    return profile
+
+
 def notebook_parameters(stem: str, profile: str) -> dict[str, Any]:
     """The parameters papermill injects into notebook `stem` for `profile`."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    check_profile(profile)
     overrides = NOTEBOOK_PARAMS.get(stem, {}).get(profile, {})
     return {"profile": profile, **overrides}
+
+
+# Notebooks whose toy run takes under two minutes on a 2-core CPU (their wall times are in
+# figures/toy/measurements.json): `make test` re-executes them with nbval and compares the
+# committed outputs of their `nbval-check-output` cells; `make verify-notebooks` checks all.
+NBVAL_IN_TESTS: tuple[str, ...] = ("00_overview", "04_unet_surgery", "06_dual_guidance")

@@ -12,6 +12,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ip2p_lib.infra.byte_bpe import clip_vocab
+
+
 def tiny_unet_config(in_channels: int = 4, cross_attention_dim: int = 32, sample_size: int = 8) -> dict[str, Any]:
     """An SD-shaped UNet config (cross-attention down/up blocks) small enough for a CPU test."""
     return {
@@ -33,29 +36,8 @@ def tiny_clip_tokenizer(model_max_length: int = 16):
     as a word end, plus a few merges), so sentences tokenize into many tokens, fully offline."""
     from transformers import CLIPTokenizer
 
-    chars = _byte_unicode_chars()
-    vocab: dict[str, int] = {}
-    for c in chars:
-        vocab[c] = len(vocab)
-    for c in chars:
-        vocab[c + "</w>"] = len(vocab)
     merges = [("m", "a"), ("ma", "k"), ("r", "e"), ("re", "d</w>"), ("t", "h"), ("th", "e</w>")]
-    for a, b in merges:
-        vocab[a + b] = len(vocab)
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=model_max_length)
-
-
-def _byte_unicode_chars() -> list[str]:
-    """The 256 printable stand-ins that byte-level BPE (GPT-2, CLIP) uses for the 256 bytes."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes, extra = list(keep), 0
-    for b in range(256):
-        if b not in keep:
-            codes.append(256 + extra)
-            extra += 1
-    return [chr(c) for c in codes]
+    return CLIPTokenizer(vocab=clip_vocab(merges), merges=merges, model_max_length=model_max_length)
 
 
 def build_tiny_ip2p(folder: str | Path, seed: int = 0, unet_sample_size: int = 8) -> Path:

@@ -16,15 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from ip2p_lib.infra.paths import data_dir
+from ip2p_lib.infra.models import toy_model_dir
 from ip2p_lib.toyworld import random_caption, sample_scene
 
-TOY_LM = "toy/models/lm"
-
-
 def toy_lm_path() -> Path:
-    """`data/toy/models/lm`, the project's pretrained toy LM."""
-    return data_dir() / TOY_LM
+    """`data/toy/models/lm`, the project's pretrained toy LM (it may not be there yet)."""
+    return toy_model_dir("lm", check=False)
 
 
 def world_captions(n: int, seed: int = 0) -> list[str]:

@@ -17,12 +17,13 @@ shows whether the model invents wordings beyond the seed set.
 from __future__ import annotations
 
 import re
-from collections import Counter, defaultdict
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
 from ip2p_lib.text.format import parse_completion
 from ip2p_lib.toyworld import BACKGROUNDS, COLORS, EDIT_KINDS, SHAPES, CaptionParseError, Edit, parse_caption
+from ip2p_lib.toyworld.captions import words_of
 from ip2p_lib.toyworld.edits import EDITED_ATTRIBUTES
 
 # Words that name a size change, by the size they ask for.
@@ -34,10 +35,6 @@ POSITION_WORDS = ("left", "right", "top", "bottom", "center", "middle")
 SCENE_ATTRIBUTES = ("shape", "color", "background", "size")
 
 
-def _words(text: str) -> list[str]:
-    return re.findall(r"[a-z]+", text.lower())
-
-
 def instruction_edit(text: str, source: Mapping[str, str | None]) -> tuple[Edit | None, str]:
     """The edit an instruction asks for on a scene with attributes `source`, and why.
 
@@ -46,7 +43,7 @@ def instruction_edit(text: str, source: Mapping[str, str | None]) -> tuple[Edit 
     (background), a size word asking for the other size (resize: "it is too big, make it
     smaller" names "big" too), a position word (move). Exactly one kind with one
     target must have evidence; otherwise the edit is unclear and the answer is None."""
-    words = _words(text)
+    words = words_of(text)
     found: dict[str, set[str]] = defaultdict(set)
     for w in words:
         if w in COLORS and w != source["color"]:
@@ -169,11 +166,6 @@ def quality_table(judgements: Sequence[TripleJudgement], seed_instructions: Iter
     row["templates"] = len(templates)
     row["new_templates"] = len(templates - seed_templates) if seed_templates else float("nan")
     return row
-
-
-def kind_counts(judgements: Sequence[TripleJudgement]) -> Counter:
-    """How many consistent triples of each edit kind (is every kind generated?)."""
-    return Counter(j.kind for j in judgements if j.consistent)
 
 
 def sample_and_judge(backend: object, captions: Sequence[str], settings: object = None) -> tuple[list[str | None], list[TripleJudgement]]:

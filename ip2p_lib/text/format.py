@@ -16,6 +16,11 @@ PROMPT_END = "\n##\n"  # ends the caption: "now write the edit"
 EDIT_END = "\n%%\n"  # separates the instruction from the edited caption
 STOP = "\nEND"  # ends the completion; generation stops here
 
+# A triple on disk: JSON lines with these fields. The authors' generation script names the
+# caption `caption`, their released files `input`; readers accept both (`infra.records` aliases).
+TRIPLE_FIELDS: tuple[str, ...] = ("input", "edit", "output")
+TRIPLE_ALIASES: dict[str, str] = {"caption": "input"}
+
 
 def make_prompt(caption: str) -> str:
     """The prompt the model sees: the input caption and the `##` delimiter."""

@@ -10,9 +10,10 @@ For each caption (the authors' `generate_txt_dataset.py`, batched):
 4. append {"input", "edit", "output"} (+ "url" when the source has one) to the JSONL file.
 
 The writer makes each record one `write` of one complete line, flushed and fsynced, so a
-kill leaves at worst a partial last line without its newline. On start, `read_done` reads
-the complete lines only and truncates such a partial line away, so it is never read as data
-and its caption is simply generated again: no triple is lost or written twice.
+kill leaves at worst a partial last line without its newline (`ip2p_lib.infra.records`). On
+start, `read_done` reads the complete records only and the writer cuts such a partial line
+away, so it is never read as data and its caption is simply generated again: no triple is
+lost or written twice.
 
 A resumed run writes exactly what an uninterrupted run with the same arguments writes:
 
@@ -38,11 +39,14 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.records import RecordWriter, read_records
 from ip2p_lib.text.backends import BACKENDS, SamplingSettings, TextBackend, completion_seed
-from ip2p_lib.text.format import is_unchanged, make_prompt, parse_completion
+from ip2p_lib.text.format import TRIPLE_ALIASES, is_unchanged, make_prompt, parse_completion
 
 LAION_AESTHETICS = "ChristophSchuhmann/improved_aesthetics_6.5plus"  # the authors' caption source
+CAPTION_ALIASES = {"input": "caption", "text": "caption", "TEXT": "caption", "URL": "url"}  # caption files' field names
 
 
 @dataclass(frozen=True)
@@ -77,20 +81,18 @@ def toy_captions(seed: int = 1, exclude: Iterable[str] = ()) -> Iterator[Caption
 def file_captions(path: Path) -> Iterator[CaptionItem]:
     """Captions from a .txt file (one a line) or a .jsonl file (field caption, input, text or
     TEXT, and url/URL if present)."""
-    if not path.exists():
-        raise UserError(f"no caption file at {path}")
-    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
+    checks.input_file(path, "--captions", "caption file")
+    if path.suffix == ".jsonl":
+        records = read_records(path, aliases=CAPTION_ALIASES, required=("caption",), what="caption")
+        items = [CaptionItem(r["caption"], r.get("url")) for r in records]
+    else:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise UserError(f"{path} is not UTF-8 text (byte {err.start}); give a .txt or .jsonl file of captions") from None
+        items = [CaptionItem(line.strip()) for line in text.splitlines() if line.strip()]
+    if not items:
         raise UserError(f"{path} holds no captions")
-    if path.suffix != ".jsonl":
-        return (CaptionItem(line.strip()) for line in lines)
-    items = []
-    for number, line in enumerate(lines, 1):
-        record = json.loads(line)
-        key = next((k for k in ("caption", "input", "text", "TEXT") if k in record), None)
-        if key is None:
-            raise UserError(f"{path}:{number} has no caption field (caption, input, text or TEXT)")
-        items.append(CaptionItem(record[key], record.get("url") or record.get("URL")))
     return iter(items)
 
 
@@ -127,40 +129,9 @@ def caption_source(spec: str, seed: int = 1, exclude: Iterable[str] = ()) -> Ite
 # ---------------------------------------------------------------- the resumable file
 
 
-def read_done(path: Path) -> list[dict]:
-    """The complete records of an output file. A partial last line (a kill mid-write) is cut
-    off the file, so the next append starts on a fresh line."""
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        with path.open("r+b") as f:
-            f.truncate(end)
-    records = []
-    for number, line in enumerate(data[:end].decode("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                raise UserError(f"{path}:{number} is not JSON; the file was not written by this tool") from None
-    return records
-
-
-class JsonlWriter:
-    """Appends one record per line: a single write of the whole line, flushed and fsynced."""
-
-    def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.file = path.open("a", encoding="utf-8")
-
-    def write(self, record: Mapping[str, object]) -> None:
-        self.file.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self.file.flush()
-        os.fsync(self.file.fileno())
-
-    def close(self) -> None:
-        self.file.close()
+def read_done(path: str | Path) -> list[dict]:
+    """The complete triples of an output file (a half-written last line, from a kill, is not one)."""
+    return read_records(path, aliases=TRIPLE_ALIASES, required=("input",), resume=True)
 
 
 # ---------------------------------------------------------------- where a run stopped
@@ -198,14 +169,9 @@ class BatchStart:
             start = cls(**json.loads(path.read_text(encoding="utf-8")))
         except (OSError, ValueError, TypeError):
             return None
-        if start.records > len(done) or (start.records and _input(done[start.records - 1]) != start.last_input):
+        if start.records > len(done) or (start.records and done[start.records - 1]["input"] != start.last_input):
             return None
         return start
-
-
-def _input(record: Mapping[str, object]) -> str:
-    """A record's caption (`input`, or `caption` in files that use that name)."""
-    return record.get("input", record.get("caption"))  # type: ignore[return-value]
 
 
 def _skip_to(positions: Iterator[tuple[int, CaptionItem]], start: BatchStart, path: Path
@@ -288,10 +254,8 @@ def generate_triples(
     triple cannot loop for ever over an endless source."""
     from tqdm.auto import tqdm
 
-    if n < 1:
-        raise UserError(f"--n must be at least 1, got {n}")
-    if seed < 0:
-        raise UserError(f"--seed must be 0 or more, got {seed}")
+    checks.number(n, "--n", int, minimum=1)
+    checks.seed(seed)
     out = Path(out)
     done = read_done(out)
     state = resume_path(out)
@@ -301,12 +265,12 @@ def generate_triples(
     if start is not None:
         positions, start, skipped = _skip_to(positions, start, state)
     before = start.records if start else len(done)  # records on file when the current batch began
-    seen = {_input(r) for r in done[:before]} | skipped
-    redo = {_input(r) for r in done[before:]}  # written by the batch a kill interrupted
+    seen = {r["input"] for r in done[:before]} | skipped
+    redo = {r["input"] for r in done[before:]}  # written by the batch a kill interrupted
     first_caption = start.first_caption if start else None
     stats = GenerationStats(already_done=len(done), resumed_at=start.index if start else None)
     count = len(done)
-    writer = JsonlWriter(out)
+    writer = RecordWriter(out)
     bar = tqdm(total=n, initial=min(count, n), desc="triples", disable=not progress)
     clock = time.perf_counter()
     try:
@@ -328,7 +292,7 @@ def generate_triples(
             if not batch:
                 break  # the source ran dry
             assert begins is not None and first_caption is not None
-            BatchStart(begins[0], begins[1], before, _input(done[before - 1]) if before else None,
+            BatchStart(begins[0], begins[1], before, done[before - 1]["input"] if before else None,
                        first_caption).save(state)
             stats.captions_tried += len(batch)
             flagged = backend.moderate([item.caption for _, item in batch])

@@ -33,27 +33,24 @@ from typing import Any, Callable, Mapping, Sequence
 
 import torch
 
+from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.models import from_pretrained
 from ip2p_lib.text.backends import SamplingSettings, WordListModeration, completion_seed
-from ip2p_lib.text.format import make_completion, make_prompt
+from ip2p_lib.text.format import EDIT_END, make_completion, make_prompt
 
 
 def load_causal_lm(path: str | Path, device: str | torch.device | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) from a local folder or a cached hub id, eval mode, pad token set.
 
-    A missing pad token becomes the EOS token (or a new `<|pad|>`); padding goes on the left,
-    so every prompt in a batch ends where generation starts."""
+    Loaded with the one model loader (`ip2p_lib.infra.models.from_pretrained`), so a missing
+    model is one `UserError` saying what to download. A missing pad token becomes the EOS
+    token (or a new `<|pad|>`); padding goes on the left, so every prompt in a batch ends
+    where generation starts."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-        model = AutoModelForCausalLM.from_pretrained(str(path))
-    except OSError as err:
-        raise UserError(
-            f"cannot load a causal LM from {path!r}: give a folder with a transformers model and "
-            f"tokenizer, or a hub id that is cached (download it once with network access, e.g. "
-            f"`hf download {path}`). ({str(err).splitlines()[0]})"
-        ) from None
+    model = from_pretrained(AutoModelForCausalLM, path, what="causal LM", required_file="config.json")
+    tokenizer = from_pretrained(AutoTokenizer, path, what="tokenizer")
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
@@ -234,8 +231,7 @@ class HFBackend:
 
     def __init__(self, model: str | Path, device: str | None = None, batch_size: int = 64, seed: int = 0,
                  moderation: Callable[[Sequence[str]], list[bool]] | None = None) -> None:
-        if seed < 0:
-            raise UserError(f"the seed must be 0 or more, got {seed}")
+        checks.seed(seed, "seed")
         self.model, self.tokenizer = load_causal_lm(model, device)
         self.batch_size = batch_size
         self.seed = seed
@@ -299,7 +295,7 @@ def part_losses(model: Any, tokenizer: Any, triples: Sequence[Mapping[str, str]]
     for t in triples:
         ids, labels = encode_example(tokenizer, t)
         n_prompt = labels.count(-100)
-        n_edit = len(tokenizer(t["edit"] + "\n%%\n", add_special_tokens=False)["input_ids"])
+        n_edit = len(tokenizer(t["edit"] + EDIT_END, add_special_tokens=False)["input_ids"])
         logp = torch.log_softmax(model(input_ids=torch.tensor([ids], device=model.device)).logits[0].float(), -1)
         for k in range(n_prompt, len(ids)):
             part = sums["instruction" if k < n_prompt + n_edit else "edited_caption"]

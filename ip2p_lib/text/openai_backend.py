@@ -19,7 +19,6 @@ never multiply.
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence, TypeVar
 
 from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra.records import write_records
 from ip2p_lib.text.backends import SamplingSettings
 from ip2p_lib.text.format import make_completion, make_prompt
 
@@ -52,10 +52,7 @@ def training_record(triple: Mapping[str, str], base_model: str) -> dict[str, Any
 
 def write_training_file(triples: Sequence[Mapping[str, str]], path: str | Path, base_model: str) -> Path:
     """The JSONL training file for `base_model`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(json.dumps(training_record(t, base_model)) + "\n" for t in triples), encoding="utf-8")
-    return path
+    return write_records((training_record(t, base_model) for t in triples), path)
 
 
 def make_client(api_key: str | None = None, base_url: str | None = None, timeout: float = 60.0) -> Any:

@@ -17,21 +17,22 @@ either name for the caption.
 
 from __future__ import annotations
 
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 import numpy as np
 
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.infra.paths import data_dir
+from ip2p_lib.infra.records import read_records, write_records
+from ip2p_lib.text.format import TRIPLE_ALIASES, TRIPLE_FIELDS
 from ip2p_lib.toyworld import (
     BACKGROUNDS, COLORS, EDIT_KINDS, SHAPES, Edit, Scene, apply, caption, instruction, sample_edit, sample_scene,
 )
-from ip2p_lib.toyworld.captions import CAPTION_TEMPLATES, POSITION_PHRASES
-from ip2p_lib.toyworld.edits import MOVE_TO_PHRASES, PHRASINGS
+from ip2p_lib.toyworld.captions import random_caption_variant
+from ip2p_lib.toyworld.edits import PHRASINGS, instruction_slots, phrasing_key
 
 SEED_SIZE = 700
 SEED_FILE = "toy/seed_edits.jsonl"
@@ -101,27 +102,15 @@ def uses_heldout_phrasing(text: str) -> bool:
     return any(p.search(text.lower()) for p in heldout_patterns())
 
 
-def _phrase_key(edit: Edit) -> str:
-    return f"resize:{edit.value}" if edit.kind == "resize" else edit.kind
-
-
 def human_instruction(edit: Edit, scene: Scene, rng: np.random.Generator) -> str:
     """An instruction as a person might type it: a world `train` phrasing (2 times in 3) or
     an everyday wording, then small habits of typing (please, a capital, a full stop)."""
     if rng.uniform() < 2 / 3:
         text = instruction(edit, scene, rng, split="train")
     else:
-        templates = EXTRA_PHRASINGS[_phrase_key(edit)]
-        region = edit.region if edit.kind == "move" else (scene.hpos, scene.vpos)
+        templates = EXTRA_PHRASINGS[phrasing_key(edit)]
         pick = int(rng.integers(2))
-        text = templates[int(rng.integers(len(templates)))].format(
-            shape=scene.shape,
-            new_shape=edit.value if edit.kind == "reshape" else scene.shape,
-            color=edit.value if edit.kind == "recolor" else scene.color,
-            bg=edit.value if edit.kind == "background" else scene.background,
-            to=MOVE_TO_PHRASES[region][pick % len(MOVE_TO_PHRASES[region])],
-            at=POSITION_PHRASES[region][pick % len(POSITION_PHRASES[region])],
-        )
+        text = templates[int(rng.integers(len(templates)))].format(**instruction_slots(edit, scene, pick))
     if rng.uniform() < 0.1 and "please" not in text and not text.endswith("?"):
         text = "please " + text
     if rng.uniform() < 0.3:
@@ -136,12 +125,7 @@ def make_seed_triple(rng: np.random.Generator, kind: str) -> dict[str, str]:
     and the edited caption in the same wording (a move's captions both name the position)."""
     scene = sample_scene(rng)
     edit = sample_edit(scene, rng, kinds=(kind,))
-    variant = dict(
-        template=int(rng.integers(len(CAPTION_TEMPLATES))),
-        with_position=kind == "move" or bool(rng.uniform() < 0.5),
-        size_synonym=int(rng.integers(2)),
-        position_variant=int(rng.integers(2)),
-    )
+    variant = random_caption_variant(rng, p_position=1.0 if kind == "move" else 0.5)
     text = human_instruction(edit, scene, rng)
     return {"input": caption(scene, **variant), "edit": text, "output": caption(apply(scene, edit), **variant)}
 
@@ -164,23 +148,7 @@ def read_triples(path: str | Path) -> list[dict[str, str]]:
 
     The caption may be named `input` (the released files) or `caption` (what the authors'
     generation script writes); other fields (`url`, ...) are kept."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"no triples file at {path}")
-    triples = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise UserError(f"{path}:{number} is not a JSON object ({err.msg})") from None
-        if "input" not in record and "caption" in record:
-            record["input"] = record.pop("caption")
-        missing = [k for k in ("input", "edit", "output") if k not in record]
-        if missing:
-            raise UserError(f"{path}:{number} lacks field(s) {', '.join(missing)} (need input or caption, edit, output)")
-        triples.append(record)
+    triples = read_records(path, aliases=TRIPLE_ALIASES, required=TRIPLE_FIELDS, what="triples")
     if not triples:
         raise UserError(f"{path} holds no triples")
     return triples
@@ -188,15 +156,7 @@ def read_triples(path: str | Path) -> list[dict[str, str]]:
 
 def write_triples(triples: Iterable[Mapping[str, str]], path: str | Path) -> Path:
     """Write triples as JSON lines (`input`, `edit`, `output` first), atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for t in triples:
-            ordered = {"input": t["input"], "edit": t["edit"], "output": t["output"], **t}
-            f.write(json.dumps(ordered, ensure_ascii=False) + "\n")
-    tmp.replace(path)
-    return path
+    return write_records(({**{k: t[k] for k in TRIPLE_FIELDS}, **t} for t in triples), path)
 
 
 def seed_path() -> Path:
@@ -210,8 +170,3 @@ def load_seed_set(path: str | Path | None = None) -> list[dict[str, str]]:
     if not path.exists() and path == seed_path():
         raise UserError(f"the seed set {path} is missing; write it with `ip2p text seed`")
     return read_triples(path)
-
-
-def iter_captions(triples: Iterable[Mapping[str, str]]) -> Iterator[str]:
-    """The input captions of some triples."""
-    return (t["input"] for t in triples)

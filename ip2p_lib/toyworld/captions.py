@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from ip2p_lib.toyworld.scene import BACKGROUNDS, COLORS, HORIZONTAL, SHAPES, SIZES, VERTICAL, Scene
+from ip2p_lib.toyworld.scene import BACKGROUNDS, COLORS, HORIZONTAL, SHAPES, SIZES, VERTICAL, Scene, region_centre
 
 SIZE_WORDS: Mapping[str, tuple[str, ...]] = {"small": ("small", "little"), "large": ("large", "big")}
 
@@ -81,11 +81,12 @@ def _vocabulary() -> frozenset[str]:
     words: set[str] = set(SHAPES) | set(COLORS) | set(BACKGROUNDS)
     words |= {w for ws in SIZE_WORDS.values() for w in ws}
     for text in (*CAPTION_TEMPLATES, *(p for ps in POSITION_PHRASES.values() for p in ps)):
-        words |= set(_words(text.replace("{obj}", "").replace("{bg}", "")))
+        words |= set(words_of(text.replace("{obj}", "").replace("{bg}", "")))
     return frozenset(words)
 
 
-def _words(text: str) -> list[str]:
+def words_of(text: str) -> list[str]:
+    """The lower-case words of a text, punctuation and digits dropped (how the world reads text)."""
     return re.findall(r"[a-z]+", text.lower())
 
 
@@ -109,7 +110,7 @@ def parse_caption(text: str) -> dict[str, str | None]:
     name exactly one shape, colour, background colour and size."""
     if not isinstance(text, str) or not text.strip():
         raise CaptionParseError("empty caption")
-    words = _words(text)
+    words = words_of(text)
     unknown = sorted({w for w in words if w not in _VOCABULARY})
     if unknown:
         raise CaptionParseError(f"unknown word(s) {', '.join(unknown)} in caption {text!r}")
@@ -143,8 +144,8 @@ def all_captions() -> list[str]:
             for bg in BACKGROUNDS:
                 for size in SIZES:
                     for (h, v), phrases in POSITION_PHRASES.items():
-                        scene = Scene(shape, color, bg, size, u=(HORIZONTAL.index(h) + 0.5) / 3,
-                                      v=(VERTICAL.index(v) + 0.5) / 3)
+                        u_c, v_c = region_centre((h, v))
+                        scene = Scene(shape, color, bg, size, u=u_c, v=v_c)
                         for t in range(len(CAPTION_TEMPLATES)):
                             for syn in range(2):
                                 if (h, v) == ("center", "middle"):

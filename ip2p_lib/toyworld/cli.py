@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
-from ip2p_lib.infra.errors import UserError
+from ip2p_lib.infra import checks
+from ip2p_lib.infra.records import write_records
+
+MAX_RESOLUTION = 1024  # a 64-pixel world needs no more; larger sizes only exhaust memory
 
 
 def write_world(n: int, seed: int, out: Path, resolution: int = 64, p_position: float = 0.5) -> Path:
@@ -31,21 +33,15 @@ def write_world(n: int, seed: int, out: Path, resolution: int = 64, p_position: 
         Image.fromarray(render(scene, resolution)).save(out / name)
         records.append({"file": name, "caption": random_caption(scene, rng, p_position), **scene.to_dict()})
     # Write the index last and atomically: a killed run never leaves a half-written index.
-    index = out / "scenes.jsonl"
-    tmp = index.with_suffix(".jsonl.tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(index)
-    return index
+    return write_records(records, out / "scenes.jsonl")
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.n < 1:
-        raise UserError(f"--n must be at least 1, got {args.n}")
-    if args.resolution < 16:
-        raise UserError(f"--resolution must be at least 16 pixels, got {args.resolution}")
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} exists and is not a folder; choose a folder path")
+    checks.number(args.n, "--n", int, minimum=1)
+    checks.number(args.resolution, "--resolution", int, minimum=16, maximum=MAX_RESOLUTION)
+    checks.number(args.p_position, "--p-position", minimum=0, maximum=1)
+    checks.seed(args.seed)
+    out = checks.output_folder(args.out, "--out")
     index = write_world(args.n, args.seed, out, args.resolution, args.p_position)
     print(f"wrote {args.n} scenes to {out}/ and their records to {index}")
     return 0
@@ -59,9 +55,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Render N random scenes as PNG files and write one JSONL record per image "
         "(file, caption, shape, color, background, size, u, v, hpos, vpos).",
     )
-    p.add_argument("--n", type=int, default=16, help="number of scenes (default 16)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--resolution", type=int, default=64, help="image side in pixels (default 64)")
-    p.add_argument("--p-position", type=float, default=0.5, help="chance a caption names the position")
+    p.add_argument("--n", type=int, default=16, help="number of scenes, at least 1 (default 16)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**32-1 (default 0)")
+    p.add_argument("--out", required=True, help="output folder, made if missing (required)")
+    p.add_argument("--resolution", type=int, default=64,
+                   help=f"image side in pixels, 16 to {MAX_RESOLUTION} (default 64)")
+    p.add_argument("--p-position", type=float, default=0.5,
+                   help="chance that a caption names the position, 0 to 1 (default 0.5)")
     p.set_defaults(func=_run)

@@ -15,16 +15,7 @@ from typing import Mapping
 import numpy as np
 
 from ip2p_lib.toyworld.captions import POSITION_PHRASES
-from ip2p_lib.toyworld.scene import (
-    BACKGROUNDS,
-    COLORS,
-    HORIZONTAL,
-    REGION_CENTRES,
-    SHAPES,
-    SIZES,
-    VERTICAL,
-    Scene,
-)
+from ip2p_lib.toyworld.scene import BACKGROUNDS, COLORS, HORIZONTAL, SHAPES, SIZES, VERTICAL, Scene, region_centre
 
 EDIT_KINDS: tuple[str, ...] = ("recolor", "reshape", "background", "resize", "move")
 
@@ -143,17 +134,10 @@ PHRASINGS: Mapping[str, Mapping[str, tuple[str, ...]]] = {
     },
 }
 
-# Region -> "to the ..." phrases for move instructions.
+# Region -> "to the ..." phrases for move instructions: each position phrase with "to" for its
+# preposition ("in the top left" -> "to the top left", "at the top" -> "to the top").
 MOVE_TO_PHRASES: Mapping[tuple[str, str], tuple[str, ...]] = {
-    ("left", "top"): ("to the top left", "to the top left corner"),
-    ("center", "top"): ("to the top",),
-    ("right", "top"): ("to the top right", "to the top right corner"),
-    ("left", "middle"): ("to the left",),
-    ("center", "middle"): ("to the center", "to the middle"),
-    ("right", "middle"): ("to the right",),
-    ("left", "bottom"): ("to the bottom left", "to the bottom left corner"),
-    ("center", "bottom"): ("to the bottom",),
-    ("right", "bottom"): ("to the bottom right", "to the bottom right corner"),
+    region: tuple("to " + phrase.split(" ", 1)[1] for phrase in phrases) for region, phrases in POSITION_PHRASES.items()
 }
 
 SPLITS: tuple[str, ...] = ("train", "heldout", "all")
@@ -203,8 +187,8 @@ def apply(scene: Scene, edit: Edit) -> Scene:
         return scene.replace(background=edit.value)
     if edit.kind == "resize":
         return scene.replace(size=edit.value)
-    h, v = edit.region
-    return scene.replace(u=REGION_CENTRES[HORIZONTAL.index(h)], v=REGION_CENTRES[VERTICAL.index(v)])
+    u, v = region_centre(edit.region)
+    return scene.replace(u=u, v=v)
 
 
 def possible_edits(scene: Scene, kind: str) -> list[Edit]:
@@ -229,13 +213,33 @@ def sample_edit(scene: Scene, rng: np.random.Generator, kinds: tuple[str, ...] =
     return options[int(rng.integers(len(options)))]
 
 
+def phrasing_key(edit: Edit) -> str:
+    """The key of `PHRASINGS` for this edit: its kind, and the direction for a resize."""
+    return f"resize:{edit.value}" if edit.kind == "resize" else edit.kind
+
+
 def phrasings(edit: Edit, split: str = "train") -> tuple[str, ...]:
     """The instruction templates for this edit's kind (and direction, for resize)."""
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
-    key = f"resize:{edit.value}" if edit.kind == "resize" else edit.kind
-    table = PHRASINGS[key]
+    table = PHRASINGS[phrasing_key(edit)]
     return table["train"] + table["heldout"] if split == "all" else table[split]
+
+
+def instruction_slots(edit: Edit, scene: Scene, pick: int = 0) -> dict[str, str]:
+    """What fills each slot of a phrasing (see `PHRASINGS`) for `edit` on `scene`; `pick`
+    chooses among a region's position phrases ("in the top left" or "... corner")."""
+    region = edit.region if edit.kind == "move" else (scene.hpos, scene.vpos)
+    return {
+        "shape": scene.shape,
+        "new_shape": edit.value if edit.kind == "reshape" else scene.shape,
+        "color": edit.value if edit.kind == "recolor" else scene.color,
+        "old_color": scene.color,
+        "bg": edit.value if edit.kind == "background" else scene.background,
+        "old_bg": scene.background,
+        "to": MOVE_TO_PHRASES[region][pick % len(MOVE_TO_PHRASES[region])],
+        "at": POSITION_PHRASES[region][pick % len(POSITION_PHRASES[region])],
+    }
 
 
 def instruction(
@@ -247,16 +251,5 @@ def instruction(
     if index is None:
         index = int((rng or np.random.default_rng()).integers(len(templates)))
     template = templates[index % len(templates)]
-    region = edit.region if edit.kind == "move" else (scene.hpos, scene.vpos)
     pick = 0 if rng is None else int(rng.integers(2))
-    slots = {
-        "shape": scene.shape,
-        "new_shape": edit.value if edit.kind == "reshape" else scene.shape,
-        "color": edit.value if edit.kind == "recolor" else scene.color,
-        "old_color": scene.color,
-        "bg": edit.value if edit.kind == "background" else scene.background,
-        "old_bg": scene.background,
-        "to": MOVE_TO_PHRASES[region][pick % len(MOVE_TO_PHRASES[region])],
-        "at": POSITION_PHRASES[region][pick % len(POSITION_PHRASES[region])],
-    }
-    return template.format(**slots)
+    return template.format(**instruction_slots(edit, scene, pick))

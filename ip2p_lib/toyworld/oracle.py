@@ -20,7 +20,7 @@ from scipy import ndimage
 
 from ip2p_lib.toyworld.edits import EDITED_ATTRIBUTES, Edit, apply
 from ip2p_lib.toyworld.render import render
-from ip2p_lib.toyworld.scene import BACKGROUNDS, COLORS, HORIZONTAL, SIZE_RADIUS, VERTICAL, Scene
+from ip2p_lib.toyworld.scene import BACKGROUNDS, COLORS, SIZE_RADIUS, Scene, region_of
 
 _FG_NAMES = tuple(COLORS)
 _FG_RGB = np.array([COLORS[c] for c in _FG_NAMES], dtype=np.float32)
@@ -134,13 +134,14 @@ def judge(image: Any) -> Judgement:
         cy -= r / 3.0
     u = float(np.clip((cx - r) / (w - 2 * r), 0.0, 1.0))
     v = float(np.clip((cy - r) / (h - 2 * r), 0.0, 1.0))
+    hpos, vpos = region_of(u, v)
     return Judgement(
         shape=shape,
         color=color,
         background=background,
         size=size,
-        hpos=HORIZONTAL[min(int(u * 3), 2)],
-        vpos=VERTICAL[min(int(v * 3), 2)],
+        hpos=hpos,
+        vpos=vpos,
         u=u,
         v=v,
         fill=fill,

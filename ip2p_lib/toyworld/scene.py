@@ -45,6 +45,16 @@ REGION_CENTRES: tuple[float, ...] = (1 / 6, 1 / 2, 5 / 6)
 ATTRIBUTES: tuple[str, ...] = ("shape", "color", "background", "size", "hpos", "vpos")
 
 
+def region_of(u: float, v: float) -> tuple[str, str]:
+    """The named region (horizontal, vertical) of position (u, v): which third of each axis."""
+    return HORIZONTAL[min(int(u * 3), 2)], VERTICAL[min(int(v * 3), 2)]
+
+
+def region_centre(region: tuple[str, str]) -> tuple[float, float]:
+    """The position (u, v) at the centre of a named region (horizontal, vertical)."""
+    return REGION_CENTRES[HORIZONTAL.index(region[0])], REGION_CENTRES[VERTICAL.index(region[1])]
+
+
 @dataclass(frozen=True)
 class Scene:
     """One image's ground truth. `u`, `v` in [0, 1]: 0 = left/top, 1 = right/bottom."""
@@ -71,12 +81,12 @@ class Scene:
     @property
     def hpos(self) -> str:
         """Horizontal region name: left, center or right."""
-        return HORIZONTAL[min(int(self.u * 3), 2)]
+        return region_of(self.u, self.v)[0]
 
     @property
     def vpos(self) -> str:
         """Vertical region name: top, middle or bottom."""
-        return VERTICAL[min(int(self.v * 3), 2)]
+        return region_of(self.u, self.v)[1]
 
     def attributes(self) -> dict[str, str]:
         """The categorical attributes by name (what captions, edits and the oracle talk about)."""

@@ -325,14 +325,24 @@ def main(run_dir: Path, out: Path | None, cfg: CLIPConfig, threads: int = 2, pro
                                      "or `ip2p_lib.infra.models.load_clip('toy')`.",
             "Config": {**cfg.to_dict(), "parameters": n_params, "exported_context_length": EXPORT_CONTEXT},
             "Training": {"steps": state.step, "train_wall_s": round(state.elapsed_s), "machine": common.machine(),
-                         "data": "random renders with random caption variants (p_position 0.5), one hard negative "
-                                 "caption per image (one attribute changed); drawn per step from seed (seed, step)",
-                         "loss": "open_clip ClipLoss + image->text cross-entropy over positives and hard negatives",
+                         "data": f"random renders with random caption variants (p_position {cfg.p_position}), one hard "
+                                 "negative caption per image (one attribute changed)"
+                                 + ("; per image, its caption placed in each of the 9 regions and the same scene "
+                                    "rendered in another region" if cfg.position_negatives else "")
+                                 + "; drawn per step from seed (seed, step)",
+                         "loss": "open_clip ClipLoss + image->text cross-entropy over positives and hard negatives"
+                                 + (" + 9-way region cross-entropy + positional caption -> [images, moved images] "
+                                    "cross-entropy" if cfg.position_negatives else ""),
+                         "initialised from": "random" if not cfg.init_from else "an exported toy CLIP (see Run notes)",
                          "loss_first_last": common.loss_summary(state.losses)},
             "Quality (1000 held-out renders)": {k: round(v, 4) for k, v in metrics.items()},
             "How quality is measured": "zero-shot: the argmax over the 144 canonical captions (every shape x colour x "
                                        "background x size) names each attribute; one_edit_ranking: the image's canonical "
-                                       "caption scores above all 11 captions that differ from it in one attribute.",
-            "Reproduce": f"`ip2p toy pretrain clip --seed {cfg.seed} --threads {threads}`",
+                                       "caption scores above all 11 captions that differ from it in one attribute; "
+                                       "region: the argmax over the 1,296 canonical captions that name one of the 9 regions, "
+                                       f"on 1,000 other held-out renders whose object is >= {BOUNDARY_MARGIN_PX:g} px from "
+                                       "every region boundary.",
+            "Reproduce": f"`ip2p toy pretrain clip --seed {cfg.seed} --threads {threads}"
+                         + (f" --steps {cfg.steps} --lr {cfg.lr:g} --init-from <exported toy CLIP>`" if cfg.init_from else "`"),
         })
     return metrics

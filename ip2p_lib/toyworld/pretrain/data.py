@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ip2p_lib.toyworld import Scene, caption, random_caption, render, sample_scene, sample_scenes
+from ip2p_lib.toyworld import Scene, random_caption, render, sample_scene, sample_scenes
 
 HELD_OUT_SEED = 10_000
 
@@ -42,8 +42,3 @@ def captioned_batch(rng: np.random.Generator, n: int, p_position: float = 0.5) -
 def held_out_scenes(n: int, offset: int = 0) -> list[Scene]:
     """`n` evaluation scenes from a seed no training step uses."""
     return sample_scenes(n, seed=HELD_OUT_SEED + offset)
-
-
-def canonical_captions(scenes: list[Scene]) -> list[str]:
-    """The canonical caption of each scene ("a large red circle on a gray background")."""
-    return [caption(s) for s in scenes]

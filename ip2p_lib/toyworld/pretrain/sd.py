@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ip2p_lib.infra.prompts import encode_prompts
 from ip2p_lib.toyworld.pretrain import common, sd_assemble
 from ip2p_lib.toyworld.pretrain.data import captioned_batch
 
@@ -51,7 +51,7 @@ class SDConfig:
     lr_floor: float = 0.1
     weight_decay: float = 0.01
     ema_decay: float = 0.999
-    p_position: float = 0.5  # fraction of training captions that name the object's region
+    p_position: float = 0.75  # fraction of training captions that name the object's region (0.5 before position was learned)
     init_from: str | None = None  # an exported toy SD folder whose UNet to continue from (None: random init)
     seed: int = 0
 
@@ -78,14 +78,6 @@ def train_noise_scheduler(cfg: SDConfig) -> Any:
 
     return DDPMScheduler(num_train_timesteps=cfg.num_train_timesteps, beta_schedule=cfg.beta_schedule,
                          prediction_type=cfg.prediction_type, clip_sample=False)
-
-
-@torch.no_grad()
-def encode_prompts(text_encoder: Any, tokenizer: Any, prompts: list[str]) -> torch.Tensor:
-    """SD's conditioning: last hidden states of the text tower on prompts padded to 77."""
-    ids = tokenizer(prompts, padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids
-    return text_encoder(ids)[0]
 
 
 @torch.no_grad()

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ip2p_lib.infra.paths import data_dir
 from ip2p_lib.toyworld import attribute_accuracy, random_caption
 from ip2p_lib.toyworld.pretrain import common
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes
@@ -43,13 +42,12 @@ def frozen_parts(vae_dir: Path | None = None, clip_dir: Path | None = None) -> t
     and CLIP's tokenizer: everything toy SD uses frozen."""
     from diffusers import AutoencoderKL
 
-    from ip2p_lib.infra.models import load_open_clip_folder
+    from ip2p_lib.infra.models import load_open_clip_folder, toy_model_dir
     from ip2p_lib.toyworld.pretrain.convert import to_hf_text_model
     from ip2p_lib.toyworld.pretrain.tokenizer import build_clip_tokenizer
 
-    models = data_dir() / "toy" / "models"
-    vae = make_deterministic(AutoencoderKL.from_pretrained(vae_dir or models / "sd" / "vae", torch_dtype=torch.float32))
-    clip_model, _ = load_open_clip_folder(clip_dir or models / "clip")
+    vae = make_deterministic(AutoencoderKL.from_pretrained(vae_dir or toy_model_dir("vae"), torch_dtype=torch.float32))
+    clip_model, _ = load_open_clip_folder(clip_dir or toy_model_dir("clip"))
     return vae.eval(), to_hf_text_model(clip_model), build_clip_tokenizer()
 
 
@@ -241,8 +239,10 @@ def finish(cfg: Any, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, sta
             f"Quality (oracle, 200 random captions of held-out scenes, {NUM_STEPS} Euler ancestral steps, CFG {GUIDANCE_SCALE})": metrics,
             f"Position (oracle, 200 captions of held-out scenes that all name a region, {NUM_STEPS} steps)": position,
             "Samples": "![samples](samples.png) (first 18: random captions; last 18: captions naming a region, CFG 5)",
-            "Reproduce": f"`ip2p toy pretrain vae && ip2p toy pretrain clip && ip2p toy pretrain sd --threads {threads}` "
-                         f"(seed {cfg.seed}; each command resumes from its checkpoint)",
+            "Reproduce": (f"`ip2p toy pretrain sd --threads {threads} --steps {cfg.steps} --lr {cfg.lr:g} --init-from "
+                          "<an exported toy SD>` (continued training; see Run notes)" if getattr(cfg, "init_from", None) else
+                          f"`ip2p toy pretrain vae && ip2p toy pretrain clip && ip2p toy pretrain sd --threads {threads}` ")
+                         + f"(seed {cfg.seed}; each command resumes from its checkpoint)",
         })
     metrics["eval_wall_s"] = round(time.time() - t0)
     return {**metrics, "position": position}

@@ -2,12 +2,9 @@
 
 Stable Diffusion 1.x tokenizes prompts with CLIP's byte-level BPE (49,408 ids). open_clip
 ships the merges file inside its package, so the same tokenizer can be rebuilt without a
-download. The vocabulary is laid out exactly as CLIP's:
-
-    ids 0..255        the 256 byte symbols (printable bytes first, then the rest)
-    ids 256..511      the same symbols with the end-of-word marker `</w>`
-    ids 512..49405    one token per merge, for the first 48,894 merges, in merge order
-    ids 49406, 49407  `<|startoftext|>`, `<|endoftext|>`
+download. The vocabulary is laid out exactly as CLIP's (`ip2p_lib.infra.byte_bpe`): the 256
+byte symbols, the same with `</w>`, one token per merge for the first 48,894 merges (ids
+512..49405), then `<|startoftext|>` and `<|endoftext|>` (49406, 49407).
 
 transformers 5 trap: `CLIPTokenizer(vocab_file=..., merges_file=...)` silently builds a
 2-token tokenizer. We write `vocab.json` and `merges.txt` and call `from_pretrained`.
@@ -22,18 +19,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from ip2p_lib.infra.byte_bpe import BOS, EOS, clip_vocab
+
 N_MERGES = 49152 - 256 - 2  # 48,894 merges -> 49,408 ids with the bytes and the 2 specials
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-
-
-@lru_cache(maxsize=1)
-def byte_symbols() -> list[str]:
-    """The 256 printable characters that stand for the 256 bytes, in CLIP's id order
-    (GPT-2/CLIP convention): first the printable Latin-1 bytes, which keep their own
-    character, then the other bytes in order, mapped to chr(256), chr(257), ..."""
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    others = [b for b in range(256) if b not in keep]
-    return [chr(b) for b in keep] + [chr(256 + k) for k in range(len(others))]
 
 
 def clip_merges() -> list[tuple[str, str]]:
@@ -42,13 +30,6 @@ def clip_merges() -> list[tuple[str, str]]:
 
     lines = gzip.open(default_bpe()).read().decode("utf-8").split("\n")
     return [tuple(line.split()) for line in lines[1:N_MERGES + 1]]  # line 0 is a version header
-
-
-def clip_vocab(merges: list[tuple[str, str]]) -> dict[str, int]:
-    """Token -> id in CLIP's order (see the module docstring)."""
-    symbols = byte_symbols()
-    tokens = [*symbols, *(s + "</w>" for s in symbols), *("".join(m) for m in merges), BOS, EOS]
-    return {t: i for i, t in enumerate(tokens)}
 
 
 def save_clip_tokenizer(folder: Path, model_max_length: int = 77) -> Path:
