@@ -59,3 +59,18 @@ def test_warmup_cosine_schedule():
     f = common.warmup_cosine(10, 110, 0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(60) == pytest.approx(0.55) and f(110) == pytest.approx(0.1) and f(500) == pytest.approx(0.1)
+
+
+def test_set_overrides_a_config_field_with_its_type_and_refuses_unknown_fields():
+    from ip2p_lib.toyworld.pretrain.cli import apply_override
+    from ip2p_lib.toyworld.pretrain.sd import SDConfig
+
+    cfg = SDConfig()
+    apply_override(cfg, "min_snr_gamma=0")
+    apply_override(cfg, "block_out_channels=16,32")
+    apply_override(cfg, "steps=12")
+    assert (cfg.min_snr_gamma, cfg.block_out_channels, cfg.steps) == (0.0, (16, 32), 12)
+    assert isinstance(cfg.steps, int)
+    for bad in ("nope=1", "steps", "steps=twelve"):
+        with pytest.raises(UserError):
+            apply_override(cfg, bad)

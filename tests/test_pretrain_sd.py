@@ -139,3 +139,27 @@ def test_a_non_finite_image_is_an_error_naming_its_prompt_and_sampler():
     with pytest.raises(NonFiniteImages, match=r"EulerAncestralDiscreteScheduler \(3 steps.*1 of 3 prompts, first 'a fish'"):
         sample(pipe, ["a red circle", "a fish", "a blue square"], steps=3)
     assert pipe.scheduler is original
+
+
+def test_min_snr_gamma_zero_is_the_plain_loss():
+    """gamma <= 0 weighs every timestep by 1: the loss equals the plain v-MSE of the same draw."""
+    import torch
+
+    from ip2p_lib.toyworld.pretrain.sd import diffusion_loss, train_noise_scheduler
+
+    cfg = tiny_sd()
+    sched = train_noise_scheduler(cfg)
+
+    class Zero(torch.nn.Module):  # predicts 0, so the loss is the mean square of the target
+        def forward(self, z, t, encoder_hidden_states):
+            return type("Out", (), {"sample": torch.zeros_like(z)})()
+
+    z0 = torch.randn(64, 4, 4, 4, generator=torch.Generator().manual_seed(0))
+    plain = diffusion_loss(Zero(), sched, z0, None, torch.Generator().manual_seed(1), 0.0)
+    weighted = diffusion_loss(Zero(), sched, z0, None, torch.Generator().manual_seed(1), 5.0)
+    g = torch.Generator().manual_seed(1)
+    t = torch.randint(0, sched.config.num_train_timesteps, (64,), generator=g)
+    noise = torch.randn(z0.shape, generator=g)
+    target = sched.get_velocity(z0, noise, t)
+    assert torch.allclose(plain, (target ** 2).mean(), rtol=1e-6)
+    assert weighted < 0.9 * plain  # min-SNR-5 down-weights the noisiest timesteps

@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
     pre.add_argument("--init-from", type=Path, default=None,
                      help="clip and sd: continue from this exported model's weights instead of a random "
                           "initialisation (default: none)")
+    pre.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                     help="override one field of the model's training config, e.g. --set min_snr_gamma=0; repeatable "
+                          "(default: none; the fields are the config table of the model card)")
     pre.add_argument("--threads", type=int, default=2, help="torch CPU threads, at least 1 (default 2)")
     pre.add_argument("--seed", type=int, default=0, help="random seed, 0 to 2**32-1 (default 0)")
     pre.add_argument("--no-export", action="store_true",
@@ -95,6 +98,31 @@ def _check(args: argparse.Namespace, models: tuple[str, ...]) -> list[tuple[str,
     return plan
 
 
+def apply_override(cfg: Any, assignment: str) -> None:
+    """Set one config field from `FIELD=VALUE`, converted to the type of the field's default."""
+    import dataclasses
+
+    field, sep, text = assignment.partition("=")
+    names = [f.name for f in dataclasses.fields(cfg)]
+    if not sep or field not in names:
+        raise UserError(f"--set {assignment!r}: expected FIELD=VALUE with FIELD one of {', '.join(names)}")
+    current = getattr(cfg, field)
+    try:
+        if isinstance(current, bool):
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError(text)
+            value: Any = text.lower() in ("true", "1")
+        elif isinstance(current, (tuple, list)):
+            value = tuple(type(current[0])(x) for x in text.split(","))
+        elif current is None:
+            value = None if text.lower() == "none" else text
+        else:
+            value = type(current)(text)
+    except ValueError:
+        raise UserError(f"--set {field}={text}: not a valid {type(current).__name__} (the default is {current!r})") from None
+    setattr(cfg, field, value)
+
+
 def run(args: argparse.Namespace) -> int:
     """Check everything, then run each model's `main` in dependency order (sd needs vae and clip)."""
     import importlib
@@ -110,6 +138,8 @@ def run(args: argparse.Namespace) -> int:
             cfg.lr = args.lr
         if args.init_from is not None:
             cfg.init_from = str(Path(args.init_from).resolve())
+        for assignment in args.set:
+            apply_override(cfg, assignment)
         if args.eval_only:
             from ip2p_lib.toyworld.pretrain.sd import evaluate_checkpoint
 

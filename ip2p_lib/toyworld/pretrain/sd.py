@@ -88,7 +88,11 @@ def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
 
 def diffusion_loss(unet: Any, scheduler: Any, z0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator,
                    min_snr_gamma: float) -> torch.Tensor:
-    """The min-SNR-weighted v- (or epsilon-) prediction loss of one batch (module docstring)."""
+    """The min-SNR-weighted v- (or epsilon-) prediction loss of one batch (module docstring).
+
+    `min_snr_gamma` <= 0 turns the weighting off (w = 1, the plain loss of the prediction type):
+    min-SNR weights the noisiest timesteps, where the layout of the picture is decided, by
+    about SNR_t, i.e. almost nothing, which slows learning where the object goes."""
     b = z0.shape[0]
     t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
     noise = torch.randn(z0.shape, generator=gen)
@@ -101,6 +105,8 @@ def diffusion_loss(unet: Any, scheduler: Any, z0: torch.Tensor, cond: torch.Tens
     else:
         target = noise
         weight = snr.clamp(max=min_snr_gamma) / snr
+    if min_snr_gamma <= 0:
+        weight = torch.ones_like(snr)
     pred = unet(z_t, t, encoder_hidden_states=cond).sample
     per_example = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
     return (weight * per_example).mean()
