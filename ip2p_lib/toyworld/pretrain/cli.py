@@ -49,7 +49,7 @@ def register(subparsers: Any) -> None:
     pre.add_argument("--init-from", type=Path, default=None,
                      help="clip and sd: continue from this exported model's weights instead of a random "
                           "initialisation (default: none)")
-    pre.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+    pre.add_argument("--set", action="append", default=None, metavar="FIELD=VALUE",
                      help="override one field of the model's training config, e.g. --set min_snr_gamma=0; repeatable "
                           "(default: none; the fields are the config table of the model card)")
     pre.add_argument("--threads", type=int, default=2, help="torch CPU threads, at least 1 (default 2)")
@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
             cfg.lr = args.lr
         if args.init_from is not None:
             cfg.init_from = str(Path(args.init_from).resolve())
-        for assignment in args.set:
+        for assignment in args.set or []:
             apply_override(cfg, assignment)
         if args.eval_only:
             from ip2p_lib.toyworld.pretrain.sd import evaluate_checkpoint
