@@ -18,7 +18,7 @@ PROFILES: tuple[str, ...] = ("toy", "smoke", "full")
 NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
     "00_overview": {
         "toy": {},
-        "smoke": {"n_grid": 4, "n_oracle": 60, "n_degraded": 40},
+        "smoke": {"n_grid": 3, "n_oracle": 60, "n_degraded": 40, "n_per_region": 1},
         "full": {},
     },
     "01_instructions_and_captions": {
