@@ -214,3 +214,13 @@ def test_a_text_to_image_unet_is_refused(tiny_ip2p_dir, tmp_path):  # noqa: F811
     ed = InstructPix2PixEditor.from_pretrained(str(tiny_ip2p_dir))
     with pytest.raises(UserError, match="not an InstructPix2Pix model"):
         InstructPix2PixEditor(UNet2DConditionModel(**tiny_unet_config()), ed.vae, ed.text_encoder, ed.tokenizer, ed.scheduler_config)
+
+
+def test_a_non_finite_latent_is_an_error_not_a_picture(tiny_ip2p_dir, monkeypatch):  # noqa: F811
+    """A sampler step that yields NaN (diffusers' float32 Euler ancestral can, at some step counts)
+    must raise, never be decoded and cast to a garbage image."""
+    editor = InstructPix2PixEditor.from_pretrained(str(tiny_ip2p_dir))
+    real_step = editor.denoise_step
+    monkeypatch.setattr(editor, "denoise_step", lambda state, latents, t: real_step(state, latents, t) * float("nan"))
+    with pytest.raises(UserError, match="non-finite"):
+        editor.edit(Image.new("RGB", (16, 16)), PROMPT, steps=2, seed=0, resolution=16, sizing="diffusers")

@@ -30,6 +30,17 @@ def check_edit_arguments(instruction: str, steps: int, s_T: float, s_I: float) -
     checks.number(s_I, "the image guidance s_I", minimum=0)
 
 
+def check_finite_latents(latents: Any, scheduler: str, steps: int) -> None:
+    """A NaN or infinite latent is never a picture: raise instead of saving garbage. One known
+    cause: diffusers' float32 Euler ancestral takes the square root of a tiny negative number at
+    some step counts of some schedules (diffusers issue 14213); another step count avoids it."""
+    import torch
+
+    if not torch.isfinite(latents).all():
+        raise UserError(f"the {scheduler} sampler produced non-finite values at {steps} steps (a numerical failure, "
+                        "not a picture); try another number of steps or another scheduler")
+
+
 @dataclass
 class EditResult:
     """An edit: the picture, its float pixels in [0, 1] (H, W, 3), the final latent, the seed."""
@@ -246,6 +257,7 @@ class InstructPix2PixEditor:
         latents = state.latents  # z_T
         for t in tqdm(state.timesteps, desc="edit", disable=not progress, leave=False):
             latents = self.denoise_step(state, latents, t)  # z_t -> z_{t-1}
+        check_finite_latents(latents, scheduler, steps)
         pixels = self.decode(latents)  # z_0 -> [0, 1]
         array = pixels[0].permute(1, 2, 0).float().cpu().numpy()
         picture = Image.fromarray((array * 255).round().astype("uint8"))
