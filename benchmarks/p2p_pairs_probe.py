@@ -145,7 +145,7 @@ def clip_scores(images0: np.ndarray, images1: np.ndarray, captions0: list[str], 
             "sim_direction": cos(i1 - i0, t1 - t0).numpy()}
 
 
-def measure(pipe: Any, pairs: list, p: float, steps: int, cfg: float, seed: int) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+def measure(pipe: Any, pairs: list, p: float, steps: int, cfg: float, seed: int) -> tuple[dict[str, float], np.ndarray, np.ndarray, np.ndarray]:
     scenes, edits, c0, c1 = zip(*pairs)
     img0, img1, calls = paired_samples(pipe, list(c0), list(c1), p, steps, cfg, seed)
     if p > 0 and calls == 0:
@@ -156,7 +156,7 @@ def measure(pipe: Any, pairs: list, p: float, steps: int, cfg: float, seed: int)
            "success": float(np.mean([s.success for s in scores]))}
     for kind in KINDS:
         row[f"{kind}_success"] = float(np.mean([s.success for s, e in zip(scores, edits) if e.kind == kind]))
-    return row, img0, img1
+    return row, img0, img1, np.array([s.success for s in scores])
 
 
 def main() -> None:
@@ -183,13 +183,12 @@ def main() -> None:
         rows = []
         for p in [float(x) for x in args.ps.split(",")]:
             t0 = time.time()
-            row, _, _ = measure(pipe, pairs, p, args.steps, args.cfg, args.seed)
+            row, _, _, _ = measure(pipe, pairs, p, args.steps, args.cfg, args.seed)
             rows.append(row)
             print(name, {k: round(v, 3) for k, v in row.items()}, f"{time.time() - t0:.0f} s", flush=True)
         result["tables"][name] = rows
     pairs = caption_pairs(args.clip_pairs, False, args.seed + 1)
-    row, img0, img1 = measure(pipe, pairs, args.clip_p, args.steps, args.cfg, args.seed + 1)
-    ok = np.array([edit_score(a, b, e).success for a, b, e in zip(img0, img1, [q[1] for q in pairs])])
+    _, img0, img1, ok = measure(pipe, pairs, args.clip_p, args.steps, args.cfg, args.seed + 1)
     scores = clip_scores(img0, img1, [q[2] for q in pairs], [q[3] for q in pairs])
     top = np.argsort(-scores["sim_image"])[: max(1, len(ok) // 10)]
     result["clip"] = {"p": args.clip_p, "pairs": len(ok), "oracle_success": float(ok.mean()),

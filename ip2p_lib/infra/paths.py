@@ -34,3 +34,13 @@ def figure_dir(profile: str) -> Path:
 def data_dir() -> Path:
     """`data/`: seed examples, the toy models and small fixtures that ship with the repo."""
     return repo_root() / "data"
+
+
+def shown(path: str | Path) -> Path:
+    """`path` relative to the repository when it lies inside it (what notebooks and logs print:
+    no machine's absolute folders in committed outputs), else as it is."""
+    path = Path(path)
+    try:
+        return path.resolve().relative_to(repo_root())
+    except ValueError:
+        return path

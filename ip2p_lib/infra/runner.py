@@ -24,7 +24,7 @@ from typing import Callable, Iterator, Sequence
 from ip2p_lib.infra import checks, measurements
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.infra.paths import repo_root
-from ip2p_lib.infra.profiles import PROFILES, notebook_parameters
+from ip2p_lib.infra.profiles import PROFILES, check_profile, notebook_parameters
 
 # Jupyter's own default backend: figures appear in the cell's outputs (ipykernel sets it only
 # when MPLBACKEND is unset, and a shell or the tests may have set it to Agg).
@@ -111,8 +111,7 @@ def run_notebooks(
     import papermill
     from papermill.exceptions import PapermillExecutionError
 
-    if profile not in PROFILES:
-        raise UserError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    check_profile(profile)
     root = repo_root()
     notebooks = select_notebooks(list_notebooks(notebooks_dir or root / "notebooks"), only)
     out_dir = Path(out_dir or root / "build" / "notebooks" / profile)

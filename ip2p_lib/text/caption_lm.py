@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ip2p_lib.infra.models import toy_model_dir
+from ip2p_lib.infra.paths import shown
 from ip2p_lib.toyworld import random_caption, sample_scene
 
 def toy_lm_path() -> Path:
@@ -88,9 +89,9 @@ def resolve_toy_lm(fallback_dir: str | Path, fallback_steps: int = 300, **option
     (`options` go to `make_caption_lm`)."""
     path = toy_lm_path()
     if (path / "config.json").exists():
-        return path, f"toy LM: {path}"
+        return path, f"toy LM: {shown(path)}"
     fallback = Path(fallback_dir)
     if not (fallback / "config.json").exists():
         make_caption_lm(fallback, steps=fallback_steps, **options)
-    return fallback, (f"NOTE: the toy LM {path} is missing (make it with `ip2p toy pretrain lm`); using a stand-in "
-                      f"of the same architecture pretrained here for {fallback_steps} steps on world captions: {fallback}")
+    return fallback, (f"NOTE: the toy LM {shown(path)} is missing (make it with `ip2p toy pretrain lm`); using a stand-in "
+                      f"of the same architecture pretrained here for {fallback_steps} steps on world captions: {shown(fallback)}")

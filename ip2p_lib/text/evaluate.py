@@ -128,7 +128,7 @@ def judge_triple(caption: str, completion: str | None) -> TripleJudgement:
     return TripleJudgement(True, True, True, edit.kind, text, "ok")
 
 
-def _template(text: str) -> str:
+def instruction_template(text: str) -> str:
     """An instruction with its world values replaced by slots ("make the {shape} {color}")."""
     out = []
     for w in re.findall(r"[a-z']+|[^a-z'\s]", text.lower()):
@@ -150,7 +150,7 @@ def quality_table(judgements: Sequence[TripleJudgement], seed_instructions: Iter
     `seed_instructions` (the fine-tuning set's) lets the table count templates the model
     made up itself."""
     n = max(len(judgements), 1)
-    seed_templates = {_template(t) for t in seed_instructions}
+    seed_templates = {instruction_template(t) for t in seed_instructions}
     row: dict[str, float] = {
         "n": len(judgements),
         "well_formed": sum(j.well_formed for j in judgements) / n,
@@ -161,8 +161,8 @@ def quality_table(judgements: Sequence[TripleJudgement], seed_instructions: Iter
     for kind in EDIT_KINDS:
         mine = [j.instruction for j in good if j.kind == kind]
         row[f"distinct_{kind}"] = len(set(mine))
-        row[f"templates_{kind}"] = len({_template(t) for t in mine})
-    templates = {_template(j.instruction) for j in good}
+        row[f"templates_{kind}"] = len({instruction_template(t) for t in mine})
+    templates = {instruction_template(j.instruction) for j in good}
     row["templates"] = len(templates)
     row["new_templates"] = len(templates - seed_templates) if seed_templates else float("nan")
     return row

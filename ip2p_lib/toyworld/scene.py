@@ -45,6 +45,9 @@ REGION_CENTRES: tuple[float, ...] = (1 / 6, 1 / 2, 5 / 6)
 ATTRIBUTES: tuple[str, ...] = ("shape", "color", "background", "size", "hpos", "vpos")
 
 
+REGIONS: tuple[tuple[str, str], ...] = tuple((h, v) for v in VERTICAL for h in HORIZONTAL)  # the 9, row by row
+
+
 def region_of(u: float, v: float) -> tuple[str, str]:
     """The named region (horizontal, vertical) of position (u, v): which third of each axis."""
     return HORIZONTAL[min(int(u * 3), 2)], VERTICAL[min(int(v * 3), 2)]
@@ -123,3 +126,14 @@ def sample_scenes(n: int, seed: int = 0) -> list[Scene]:
     """`n` random scenes from one seeded generator (reproducible)."""
     rng = np.random.default_rng(seed)
     return [sample_scene(rng) for _ in range(n)]
+
+
+def at_region(scene: Scene, region: tuple[str, str], rng: np.random.Generator | None = None) -> Scene:
+    """The scene moved into `region` (horizontal, vertical): uniformly inside that third of each
+    axis, or at its centre (`region_centre`) when `rng` is None."""
+    if rng is None:
+        u, v = region_centre(region)
+    else:
+        du, dv = rng.uniform(size=2)
+        u, v = (HORIZONTAL.index(region[0]) + du) / 3, (VERTICAL.index(region[1]) + dv) / 3
+    return scene.replace(u=float(u), v=float(v))

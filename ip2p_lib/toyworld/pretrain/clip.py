@@ -33,8 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ip2p_lib.toyworld import BACKGROUNDS, COLORS, HORIZONTAL, SHAPES, SIZES, VERTICAL, Scene, caption, random_caption
+from ip2p_lib.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, Scene, caption, random_caption
 from ip2p_lib.toyworld.captions import random_caption_variant
+from ip2p_lib.toyworld.scene import REGIONS, at_region
 from ip2p_lib.toyworld.pretrain import common
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes, scene_batch
 
@@ -42,7 +43,6 @@ MODEL_NAME = "toy-clip"
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's normalisation, kept for parity
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 ATTRIBUTE_VALUES = {"shape": SHAPES, "color": tuple(COLORS), "background": tuple(BACKGROUNDS), "size": SIZES}
-REGIONS: tuple[tuple[str, str], ...] = tuple((h, v) for v in VERTICAL for h in HORIZONTAL)  # the 9 named regions
 BOUNDARY_MARGIN_PX = 3.0  # region accuracy is measured on objects at least this far from a region boundary
 
 
@@ -119,14 +119,6 @@ def one_attribute_changed(scene: Scene, rng: np.random.Generator) -> Scene:
     name = list(ATTRIBUTE_VALUES)[rng.integers(len(ATTRIBUTE_VALUES))]
     others = [v for v in ATTRIBUTE_VALUES[name] if v != getattr(scene, name)]
     return scene.replace(**{name: others[rng.integers(len(others))]})
-
-
-def at_region(scene: Scene, region: tuple[str, str], rng: np.random.Generator | None = None) -> Scene:
-    """The scene moved into `region` (h, v): uniformly inside that third of each axis, or at its
-    centre when `rng` is None."""
-    h, v = HORIZONTAL.index(region[0]), VERTICAL.index(region[1])
-    du, dv = (rng.uniform(size=2) if rng is not None else (0.5, 0.5))
-    return scene.replace(u=float((h + du) / 3), v=float((v + dv) / 3))
 
 
 def other_region(scene: Scene, rng: np.random.Generator) -> Scene:
