@@ -178,9 +178,13 @@ def load_lm(profile: str = "toy", name: str | None = None) -> tuple[Any, Any]:
     """(causal LM, tokenizer): the toy GPT-2 for `toy`/`smoke`; for `full`, the transformers model
     `name` (default `openai-community/gpt2`). The paper's GPT-3 is reached through the OpenAI
     API by the text stage's back ends, not by this loader."""
+    check_profile(profile)
+    return load_causal_lm_folder(toy_model_dir("lm") if profile != "full" else (name or LM_FULL))
+
+
+def load_causal_lm_folder(source: str | Path) -> tuple[Any, Any]:
+    """(causal LM in eval mode, its tokenizer) from a folder or hub id, through `from_pretrained`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    check_profile(profile)
-    source = toy_model_dir("lm") if profile != "full" else (name or LM_FULL)
     model = from_pretrained(AutoModelForCausalLM, source, what="causal LM", required_file="config.json")
     return model.eval(), from_pretrained(AutoTokenizer, source, what="tokenizer")

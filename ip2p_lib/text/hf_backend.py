@@ -35,7 +35,7 @@ import torch
 
 from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
-from ip2p_lib.infra.models import from_pretrained
+from ip2p_lib.infra.models import load_causal_lm_folder
 from ip2p_lib.text.backends import SamplingSettings, WordListModeration, completion_seed
 from ip2p_lib.text.format import EDIT_END, make_completion, make_prompt
 
@@ -43,14 +43,11 @@ from ip2p_lib.text.format import EDIT_END, make_completion, make_prompt
 def load_causal_lm(path: str | Path, device: str | torch.device | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) from a local folder or a cached hub id, eval mode, pad token set.
 
-    Loaded with the one model loader (`ip2p_lib.infra.models.from_pretrained`), so a missing
+    Loaded with the one model loader (`ip2p_lib.infra.models.load_causal_lm_folder`), so a missing
     model is one `UserError` saying what to download. A missing pad token becomes the EOS
     token (or a new `<|pad|>`); padding goes on the left, so every prompt in a batch ends
     where generation starts."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model = from_pretrained(AutoModelForCausalLM, path, what="causal LM", required_file="config.json")
-    tokenizer = from_pretrained(AutoTokenizer, path, what="tokenizer")
+    model, tokenizer = load_causal_lm_folder(path)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is not None:
             tokenizer.pad_token = tokenizer.eos_token
