@@ -23,6 +23,7 @@ COMMAND_MODULES: list[str] = [
     "ip2p_lib.infra.runner",  # ip2p notebooks
     "ip2p_lib.editor.cli",  # ip2p edit
     "ip2p_lib.text.cli",  # ip2p text
+    "ip2p_lib.dataset.cli",  # ip2p pairs
     "ip2p_lib.toyworld.pretrain.cli",  # ip2p toy pretrain
 ]
 

@@ -1,0 +1,146 @@
+"""`ip2p pairs`: generate paired images from triples (Prompt-to-Prompt), then filter them by CLIP.
+
+    ip2p pairs generate --triples data/generated/toy/triples.jsonl --out data/generated/toy/pairs
+    ip2p pairs filter --data data/generated/toy/pairs --out data/generated/toy/train --thresholds toy
+
+`generate` keeps every sample with its four CLIP scores (kill it at any moment; the same
+command resumes); `filter` writes the samples that pass, at most 4 per caption pair.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ip2p_lib.infra import checks
+from ip2p_lib.infra.errors import UserError
+
+
+def _load_pipe(args: argparse.Namespace) -> tuple[object, str]:
+    from ip2p_lib.infra.models import SD_FULL, load_sd, toy_model_dir
+    from ip2p_lib.infra.paths import shown
+
+    if args.model is None:
+        pipe = load_sd(args.profile)
+        return pipe, SD_FULL if args.profile == "full" else str(shown(toy_model_dir("sd")))
+    checks.model_folder(args.model, "--model", "model_index.json", "Stable Diffusion pipeline")
+    from diffusers import StableDiffusionPipeline
+
+    from ip2p_lib.infra.models import from_pretrained
+
+    pipe = from_pretrained(StableDiffusionPipeline, args.model, what="Stable Diffusion pipeline",
+                           required_file="model_index.json", safety_checker=None, requires_safety_checker=False)
+    return pipe, str(args.model)
+
+
+def _generate(args: argparse.Namespace) -> int:
+    checks.number(args.samples_per_pair, "--samples-per-pair", minimum=1)
+    checks.number(args.steps, "--steps", minimum=1)
+    checks.number(args.batch_size, "--batch-size", minimum=1)
+    checks.number(args.triples_per_shard, "--triples-per-shard", minimum=1)
+    checks.seed(args.seed, "--seed")
+    checks.input_file(args.triples, "--triples", "triples file")
+    out = checks.output_folder(args.out, "--out")
+    from ip2p_lib.dataset.generate import RunSettings, file_sha256, generate_dataset, parse_shard
+    from ip2p_lib.p2p.sampler import VARIANTS
+    from ip2p_lib.text.seed import read_triples
+
+    if args.variant not in VARIANTS:
+        raise UserError(f"--variant {args.variant!r}: choose one of {', '.join(VARIANTS)}")
+    shard = parse_shard(args.shard) if args.shard else _accelerate_shard()
+    triples = read_triples(args.triples)
+    if args.limit is not None:
+        checks.number(args.limit, "--limit", minimum=1)
+        triples = triples[: args.limit]
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    pipe, model_name = _load_pipe(args)
+    pipe.set_progress_bar_config(disable=True)
+    if torch.cuda.is_available():
+        pipe.to("cuda")
+    settings = RunSettings(model=model_name, triples_sha256=file_sha256(args.triples), variant=args.variant,
+                           steps=args.steps, samples_per_pair=args.samples_per_pair,
+                           triples_per_shard=args.triples_per_shard, batch_size=args.batch_size, seed=args.seed)
+    from ip2p_lib.filtering import ClipScorer, passes, thresholds_for
+
+    scorer = ClipScorer.from_profile(args.profile)
+    preset = thresholds_for(args.profile)
+    stats = generate_dataset(pipe, scorer, triples, out, settings, shard, max_shards=args.max_shards,
+                             passes=lambda s: passes(s, preset))
+    print(f"{args.out}: shard {shard[0]}/{shard[1]}: {stats.shards_written} new shards ({stats.pairs} pairs, "
+          f"{stats.pairs_per_second:.2f} pairs/s, {stats.passed} passed the {args.profile} thresholds), "
+          f"{stats.shards_done_before} shards from before")
+    return 0
+
+
+def _accelerate_shard() -> tuple[int, int]:
+    """(process index, processes) under `accelerate launch` / torchrun; (0, 1) otherwise."""
+    import os
+
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is None or world is None:
+        return 0, 1
+    return int(rank), int(world)
+
+
+def _filter(args: argparse.Namespace) -> int:
+    from ip2p_lib.dataset.filtered import filter_dataset
+    from ip2p_lib.filtering import PRESETS
+
+    if not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: no such folder; give the --out folder of `ip2p pairs generate`")
+    out = checks.output_folder(args.out, "--out")
+    if args.thresholds not in PRESETS:
+        raise UserError(f"--thresholds {args.thresholds!r}: choose one of {', '.join(PRESETS)}")
+    overrides = {k: getattr(args, k) for k in ("sim_image", "sim_direction", "sim_0", "sim_1", "keep_per_pair")
+                 if getattr(args, k) is not None}
+    thresholds = PRESETS[args.thresholds].__class__(**{**PRESETS[args.thresholds].to_dict(), **overrides})
+    summary = filter_dataset(Path(args.data), out, thresholds)
+    print(json.dumps(summary))
+    return 0
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add `ip2p pairs` with its subcommands generate and filter."""
+    p = sub.add_parser("pairs", help="§3.1.2: paired images with Prompt-to-Prompt, and the CLIP filter",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    cmds = p.add_subparsers(dest="pairs_command", metavar="SUBCOMMAND")
+    cmds.required = True
+    g = cmds.add_parser("generate", help="generate paired images with their CLIP scores (resumable)",
+                        description="Sample both images of each triple's caption pair from the same noise, image 1 "
+                        "sharing image 0's self-attention for the first p of the steps; score them with CLIP; write "
+                        "parquet shards. Rerun the same command to resume.")
+    g.add_argument("--triples", type=Path, required=True, help="JSONL triples (input, edit, output) (required)")
+    g.add_argument("--out", type=Path, required=True, help="output folder of shards; an existing run is resumed (required)")
+    g.add_argument("--profile", choices=("toy", "smoke", "full"), default="toy",
+                   help="toy: toy SD and toy CLIP; full: SD 1.5 and CLIP ViT-L/14 (default toy)")
+    g.add_argument("--model", help="a Stable Diffusion pipeline folder or hub id (default: the profile's)")
+    g.add_argument("--variant", default="self", help="attention control: self (the authors'), none, or another "
+                   "registered variant (default self)")
+    g.add_argument("--samples-per-pair", type=int, default=8,
+                   help="samples per caption pair, at least 1 (default 8; the paper draws 100 and keeps 4)")
+    g.add_argument("--steps", type=int, default=20, help="Euler ancestral steps (default 20; the authors' code 100)")
+    g.add_argument("--batch-size", type=int, default=32, help="pairs per UNet call (default 32)")
+    g.add_argument("--triples-per-shard", type=int, default=8, help="triples per shard file (default 8)")
+    g.add_argument("--seed", type=int, default=0, help="run seed, 0 to 2**32-1 (default 0)")
+    g.add_argument("--shard", help="I/N: run the I-th of N shares of the work (default: from accelerate's RANK and "
+                   "WORLD_SIZE, else 0/1)")
+    g.add_argument("--limit", type=int, help="use only the first LIMIT triples (default all)")
+    g.add_argument("--max-shards", type=int, help="stop after writing this many new shards (default: no limit)")
+    g.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    g.set_defaults(func=_generate)
+
+    f = cmds.add_parser("filter", help="keep the samples that pass the CLIP filter, at most 4 per caption pair",
+                        description="Apply the four-score CLIP filter (§3.1.2) to a generated folder and write the "
+                        "kept samples as a new dataset folder.")
+    f.add_argument("--data", type=Path, required=True, help="the --out folder of `ip2p pairs generate` (required)")
+    f.add_argument("--out", type=Path, required=True, help="folder for the filtered shards (required)")
+    f.add_argument("--thresholds", default="toy", help="preset: paper, code or toy (default toy)")
+    for name, what in (("sim-image", "cos(I0, I1)"), ("sim-direction", "cos(I1 - I0, T1 - T0)"),
+                       ("sim-0", "cos(I0, T0)"), ("sim-1", "cos(I1, T1)")):
+        f.add_argument(f"--{name}", type=float, help=f"minimum {what} (default: the preset's)")
+    f.add_argument("--keep-per-pair", type=int, help="samples kept per caption pair (default: the preset's, 4)")
+    f.set_defaults(func=_filter)

@@ -1,0 +1,171 @@
+"""`ip2p pairs generate`: triples in, paired images with their CLIP scores out, in shards (§3.1.2).
+
+For triple i, its samples' settings come from a generator seeded with (run seed, i): seed,
+cfg ~ U(7.5, 15), p ~ U(0.1, 0.9) per sample. The triples are cut into fixed chunks of
+`triples_per_shard`; chunk c becomes the shard `part-{c:06d}.parquet`, written atomically.
+Every pair in a chunk is sampled in the same UNet batches whoever runs it, so:
+
+- a killed run, rerun with the same command, skips the finished shards and remakes the rest
+  exactly: nothing lost, nothing duplicated;
+- `--shard I/N` (or one process per shard under `accelerate launch`) runs the chunks with
+  c % N == I; the union of N processes' shards is the single-process dataset, record for record.
+
+Every sample is kept with its four scores; `ip2p pairs filter` makes the training set.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ip2p_lib.infra.errors import UserError
+from ip2p_lib.p2p.sampler import CFG_RANGE, P_RANGE, TOY_STEPS, PairSpec, draw_specs, generate_pairs
+
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What decides the records of a run; a folder holds one run's records only."""
+
+    model: str
+    triples_sha256: str
+    variant: str = "self"
+    steps: int = TOY_STEPS
+    samples_per_pair: int = 8
+    triples_per_shard: int = 8
+    batch_size: int = 32
+    seed: int = 0
+    cfg_range: tuple[float, float] = CFG_RANGE
+    p_range: tuple[float, float] = P_RANGE
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+def file_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def claim_folder(out: Path, settings: RunSettings) -> None:
+    """Write the run's settings into `out`, or check that `out` holds this same run (resume)."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / RUN_FILE
+    mine = settings.to_json()
+    if run_file.exists():
+        try:
+            theirs = json.loads(run_file.read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{run_file} is not valid JSON; it is not a run of `ip2p pairs generate`: "
+                            "choose another --out") from None
+        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+        if diff:
+            shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+            raise UserError(f"--out {out} holds another run's data ({shown}); rerun with the same settings "
+                            "to resume it, or choose a new --out")
+        return
+    tmp = run_file.with_suffix(".tmp")
+    tmp.write_text(json.dumps(mine, indent=2) + "\n")
+    tmp.replace(run_file)
+
+
+def specs_for(triple_index: int, triple: Mapping[str, str], settings: RunSettings) -> list[PairSpec]:
+    """The samples of one triple: a function of (run seed, triple index) only."""
+    rng = np.random.default_rng([settings.seed, triple_index])
+    return draw_specs(triple["input"], triple["output"], settings.samples_per_pair, rng, settings.steps,
+                      settings.variant, settings.cfg_range, settings.p_range)
+
+
+def shard_path(out: Path, chunk: int) -> Path:
+    return out / f"part-{chunk:06d}.parquet"
+
+
+@dataclass
+class RunStats:
+    pairs: int = 0
+    shards_written: int = 0
+    shards_done_before: int = 0
+    seconds: float = 0.0
+    passed: int = 0
+    scores: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def pairs_per_second(self) -> float:
+        return self.pairs / self.seconds if self.seconds else 0.0
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """"I/N" -> (I, N) with 0 <= I < N."""
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r}: write it as I/N, e.g. 0/2 (this process, of N processes)") from None
+    if not (n >= 1 and 0 <= i < n):
+        raise UserError(f"--shard {text!r}: need 0 <= I < N")
+    return i, n
+
+
+def generate_dataset(pipe: Any, scorer: Any, triples: Sequence[Mapping[str, str]], out: Path, settings: RunSettings,
+                     shard: tuple[int, int] = (0, 1), max_shards: int | None = None,
+                     passes: Callable[[Mapping[str, np.ndarray]], np.ndarray] | None = None,
+                     progress: bool = True) -> RunStats:
+    """Generate this process's shards of the run into `out` (see the module docstring).
+
+    `passes` (scores -> bool mask) only feeds the progress bar's pass rate; every sample is
+    written. `max_shards` stops after writing that many new shards (for time-boxed runs)."""
+    from tqdm.auto import tqdm
+
+    claim_folder(out, settings)
+    k = settings.triples_per_shard
+    chunks = [c for c in range((len(triples) + k - 1) // k) if c % shard[1] == shard[0]]
+    stats = RunStats()
+    todo = [c for c in chunks if not shard_path(out, c).exists()]
+    stats.shards_done_before = len(chunks) - len(todo)
+    if max_shards is not None:
+        todo = todo[:max_shards]
+    total = sum(min(k, len(triples) - c * k) for c in todo) * settings.samples_per_pair
+    bar = tqdm(total=total, unit="pair", disable=not progress, desc=f"pairs (shard {shard[0]}/{shard[1]})")
+    start = time.perf_counter()
+    for c in todo:
+        indices = range(c * k, min((c + 1) * k, len(triples)))
+        specs = [s for i in indices for s in specs_for(i, triples[i], settings)]
+        images = generate_pairs(pipe, specs, settings.batch_size, progress=bar.update)
+        scores = scorer.scores(images.image_0, images.image_1, [s.caption_0 for s in specs],
+                               [s.caption_1 for s in specs])
+        records = []
+        for j, spec in enumerate(specs):
+            i = indices[j // settings.samples_per_pair]
+            records.append({
+                "original_prompt": spec.caption_0, "original_image": images.image_0[j],
+                "edit_prompt": triples[i]["edit"], "edited_prompt": spec.caption_1, "edited_image": images.image_1[j],
+                "triple_index": i, "sample": j % settings.samples_per_pair, "seed": spec.seed, "cfg": spec.cfg,
+                "p": spec.p, "steps": spec.steps, "variant": spec.variant, "model": settings.model,
+                **{name: float(v[j]) for name, v in scores.items()},
+            })
+        from ip2p_lib.dataset.shards import write_shard
+
+        write_shard(shard_path(out, c), records)
+        stats.pairs += len(specs)
+        stats.shards_written += 1
+        if passes is not None:
+            stats.passed += int(passes(scores).sum())
+        stats.seconds = time.perf_counter() - start
+        bar.set_postfix(pairs_per_s=f"{stats.pairs_per_second:.2f}",
+                        passed=f"{stats.passed / stats.pairs:.0%}" if passes is not None else "-")
+    bar.close()
+    stats.seconds = time.perf_counter() - start
+    return stats
+
+
+def regenerate(pipe: Any, record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """A sample's two images from its metadata alone (captions, seed, cfg, p, steps, variant)."""
+    spec = PairSpec(record["original_prompt"], record["edited_prompt"], int(record["seed"]), float(record["cfg"]),
+                    float(record["p"]), int(record["steps"]), str(record["variant"]))
+    out = generate_pairs(pipe, [spec], batch_size=1)
+    return out.image_0[0], out.image_1[0]
