@@ -106,14 +106,18 @@ class ClipScorer:
         table = dict(zip(unique, _normalize(torch.cat(out))))
         return torch.stack([table[c] for c in captions])
 
-    def scores(self, image_0: Any, image_1: Any, caption_0: Sequence[str], caption_1: Sequence[str]) -> dict[str, np.ndarray]:
-        """The four similarities of each pair (see the module docstring)."""
+    def embeddings(self, image_0: Any, image_1: Any, caption_0: Sequence[str],
+                   caption_1: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Unit embeddings (I0, I1, T0, T1) of the pairs, each (n, dim)."""
         n = len(caption_0)
         if not (len(image_0) == len(image_1) == n == len(caption_1)):
             raise ValueError(f"need as many images as captions: {len(image_0)}, {len(image_1)}, {n}, {len(caption_1)}")
-        i0, i1 = self.image_embeddings(image_0), self.image_embeddings(image_1)
-        t0, t1 = self.text_embeddings(list(caption_0)), self.text_embeddings(list(caption_1))
-        return similarities(i0, i1, t0, t1)
+        return (self.image_embeddings(image_0), self.image_embeddings(image_1),
+                self.text_embeddings(list(caption_0)), self.text_embeddings(list(caption_1)))
+
+    def scores(self, image_0: Any, image_1: Any, caption_0: Sequence[str], caption_1: Sequence[str]) -> dict[str, np.ndarray]:
+        """The four similarities of each pair (see the module docstring)."""
+        return similarities(*self.embeddings(image_0, image_1, caption_0, caption_1))
 
 
 def scores_table(scores: Mapping[str, np.ndarray]) -> list[dict[str, float]]:
