@@ -38,6 +38,7 @@ def _files(tmp: Path) -> dict[str, Path]:
         "empty_dir": tmp / "empty",
         "missing": tmp / "missing",
         "triples_bad_line2": tmp / "triples.jsonl",
+        "triples_good": tmp / "good.jsonl",
         "captions_bad_line3": tmp / "captions.jsonl",
         "captions_array": tmp / "array.jsonl",
         "captions_no_field": tmp / "nofield.jsonl",
@@ -52,6 +53,7 @@ def _files(tmp: Path) -> dict[str, Path]:
     for key in ("dir", "dir_png", "empty_dir", "lm", "ip2p"):
         f[key].mkdir()
     f["triples_bad_line2"].write_text(TRIPLE + "\nnot json\n")
+    f["triples_good"].write_text(TRIPLE + "\n")
     f["captions_bad_line3"].write_text('{"caption": "a red circle"}\n\n{"caption": oops}\n')
     f["captions_array"].write_text('["a red circle"]\n')
     f["captions_no_field"].write_text('{"words": "a red circle"}\n')
@@ -99,6 +101,9 @@ def no_heavy_work(monkeypatch, tmp_path):
     import ip2p_lib.editor
 
     monkeypatch.setattr(ip2p_lib.editor.InstructPix2PixEditor, "from_pretrained", _stub("loading an InstructPix2Pix model"))
+    import ip2p_lib.dataset.cli
+
+    monkeypatch.setattr(ip2p_lib.dataset.cli, "_load_pipe", _stub("loading a Stable Diffusion model"))
     import ip2p_lib.editor.cli
     import ip2p_lib.infra.models
     import ip2p_lib.toyworld.pretrain.cli as pretrain_cli
@@ -113,7 +118,13 @@ def _no_toy_models(monkeypatch, tmp_path):
     monkeypatch.setattr("ip2p_lib.infra.models.data_dir", lambda: tmp_path / "empty-data")
 
 
-SETUP = {"pre-sd-without-vae": _no_toy_models}  # rows that need more than files
+def _another_run(monkeypatch, tmp_path):
+    """An output folder that holds another run of `ip2p pairs generate`."""
+    (tmp_path / "pairs").mkdir()
+    (tmp_path / "pairs" / "run.json").write_text(json.dumps({"model": "some/other-model"}))
+
+
+SETUP = {"pre-sd-without-vae": _no_toy_models, "pairs-out-another-run": _another_run}  # rows that need more than files
 
 
 EDIT = ["edit", "{image}", "make it blue", "-o", "{tmp}/out.png", "--model", "{ip2p}"]
@@ -121,6 +132,8 @@ GEN = ["text", "generate", "--n", "3", "--out", "{tmp}/gen.jsonl", "--model", "{
 FT = ["text", "finetune", "--out", "{tmp}/ft"]
 PRE = ["toy", "pretrain"]
 RUN = ["--run-dir", "{tmp}/run"]
+PAIRS = ["pairs", "generate", "--triples", "{triples_good}", "--out", "{tmp}/pairs"]
+ORACLE = ["pairs", "oracle", "--triples", "{triples_good}", "--out", "{tmp}/oracle"]
 
 # (id, argv with {file keys}, the command named in the message, fragments the message must contain)
 ROWS = [
@@ -225,6 +238,36 @@ ROWS = [
     ("edit-model-not-a-model", [*EDIT[:6], "{empty_dir}"], "ip2p edit", ["has no model_index.json"]),
     ("edit-model-toy-not-trained", [*EDIT[:6], "toy"], "ip2p edit", ["notebook 05"]),
     ("edit-no-output", ["edit", "{image}", "make it blue"], "ip2p edit", ["required: -o/--output"]),
+    # ip2p pairs
+    ("pairs-triples-bad-line", [*PAIRS[:3], "{triples_bad_line2}", *PAIRS[4:]], "ip2p pairs generate",
+     ["triples.jsonl:2 is not a JSON object"]),
+    ("pairs-triples-missing", [*PAIRS[:3], "{missing}.jsonl", *PAIRS[4:]], "ip2p pairs generate", ["no triples file at"]),
+    ("pairs-model-missing", [*PAIRS, "--model", "{missing}/"], "ip2p pairs generate",
+     ["no Stable Diffusion pipeline folder at"]),
+    ("pairs-model-not-a-model", [*PAIRS, "--model", "{empty_dir}"], "ip2p pairs generate", ["has no model_index.json"]),
+    ("pairs-shard-out-of-range", [*PAIRS, "--shard", "3/2"], "ip2p pairs generate", ["--shard '3/2': need 0 <= I < N"]),
+    ("pairs-shard-not-i-of-n", [*PAIRS, "--shard", "half"], "ip2p pairs generate", ["write it as I/N"]),
+    ("pairs-out-another-run", PAIRS, "ip2p pairs generate", ["holds another run's data", "some/other-model"]),
+    ("pairs-out-unmakable", [*PAIRS[:5], "{file}/pairs"], "ip2p pairs generate", ["--out", "cannot create this folder"]),
+    ("pairs-steps-zero", [*PAIRS, "--steps", "0"], "ip2p pairs generate", ["--steps must be at least 1"]),
+    ("pairs-samples-zero", [*PAIRS, "--samples-per-pair", "0"], "ip2p pairs generate",
+     ["--samples-per-pair must be at least 1"]),
+    ("pairs-limit-zero", [*PAIRS, "--limit", "0"], "ip2p pairs generate", ["--limit must be at least 1"]),
+    ("pairs-max-shards-negative", [*PAIRS, "--max-shards", "-1"], "ip2p pairs generate",
+     ["--max-shards must be at least 1"]),
+    ("pairs-variant-unknown", [*PAIRS, "--variant", "nonsense"], "ip2p pairs generate", ["--variant 'nonsense'"]),
+    ("filter-data-missing", ["pairs", "filter", "--data", "{missing}", "--out", "{tmp}/f"], "ip2p pairs filter",
+     ["--data", "no such folder"]),
+    ("filter-thresholds-unknown", ["pairs", "filter", "--data", "{dir}", "--out", "{tmp}/f", "--thresholds", "strict"],
+     "ip2p pairs filter", ["--thresholds 'strict'"]),
+    ("oracle-triples-bad-line", [*ORACLE[:3], "{triples_bad_line2}", *ORACLE[4:]], "ip2p pairs oracle",
+     ["triples.jsonl:2 is not a JSON object"]),
+    ("oracle-resolution-small", [*ORACLE, "--resolution", "4"], "ip2p pairs oracle", ["--resolution must be at least 8"]),
+    ("oracle-shard-out-of-range", [*ORACLE, "--shard", "2/2"], "ip2p pairs oracle", ["need 0 <= I < N"]),
+    ("convert-from-missing", ["pairs", "convert", "--from", "{missing}", "--out", "{tmp}/c"], "ip2p pairs convert",
+     ["not a folder in the authors' layout"]),
+    ("convert-from-not-authors", ["pairs", "convert", "--from", "{empty_dir}", "--out", "{tmp}/c"], "ip2p pairs convert",
+     ["not a folder in the authors' layout"]),
 ]
 
 

@@ -1,1 +1,2 @@
-"""The edit dataset on disk: shards (resumable writer), readers, and the training loader."""
+"""The edit dataset on disk: shards (resumable writer), generated and oracle pairs, readers of the
+authors' layout, and the training loader."""

@@ -2,9 +2,13 @@
 
     ip2p pairs generate --triples data/generated/toy/triples.jsonl --out data/generated/toy/pairs
     ip2p pairs filter --data data/generated/toy/pairs --out data/generated/toy/train --thresholds toy
+    ip2p pairs oracle --triples data/generated/toy/triples.jsonl --out data/generated/toy/oracle
+    ip2p pairs convert --from AUTHORS_FOLDER --out data/converted
 
 `generate` keeps every sample with its four CLIP scores (kill it at any moment; the same
-command resumes); `filter` writes the samples that pass, at most 4 per caption pair.
+command resumes); `filter` writes the samples that pass, at most 4 per caption pair; `oracle`
+renders the pairs the miniature world says are right, in the same format; `convert` turns a
+folder in the authors' layout (seeds.json, NNNNNNN/SEED_0.jpg, ...) into our shards.
 """
 
 from __future__ import annotations
@@ -17,21 +21,47 @@ from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
 
 
-def _load_pipe(args: argparse.Namespace) -> tuple[object, str]:
-    from ip2p_lib.infra.models import SD_FULL, load_sd, toy_model_dir
+def _model_name(args: argparse.Namespace) -> str:
+    """What the run records as its model (checked, not loaded): the profile's, or --model."""
+    from ip2p_lib.infra.models import SD_FULL, toy_model_dir
     from ip2p_lib.infra.paths import shown
 
     if args.model is None:
-        pipe = load_sd(args.profile)
-        return pipe, SD_FULL if args.profile == "full" else str(shown(toy_model_dir("sd")))
+        return SD_FULL if args.profile == "full" else str(shown(toy_model_dir("sd")))
     checks.model_folder(args.model, "--model", "model_index.json", "Stable Diffusion pipeline")
+    return str(args.model)
+
+
+def _load_pipe(args: argparse.Namespace) -> object:
     from diffusers import StableDiffusionPipeline
 
-    from ip2p_lib.infra.models import from_pretrained
+    from ip2p_lib.infra.models import from_pretrained, load_sd
 
-    pipe = from_pretrained(StableDiffusionPipeline, args.model, what="Stable Diffusion pipeline",
+    if args.model is None:
+        return load_sd(args.profile)
+    return from_pretrained(StableDiffusionPipeline, args.model, what="Stable Diffusion pipeline",
                            required_file="model_index.json", safety_checker=None, requires_safety_checker=False)
-    return pipe, str(args.model)
+
+
+def _device() -> str:
+    """cuda:LOCAL_RANK when there is a GPU (one per process under `accelerate launch`), else cpu."""
+    import os
+
+    import torch
+
+    if not torch.cuda.is_available():
+        return "cpu"
+    return f"cuda:{int(os.environ.get('LOCAL_RANK', 0)) % torch.cuda.device_count()}"
+
+
+def _triples(args: argparse.Namespace) -> tuple[list[dict[str, str]], int | None]:
+    """The triples to use (--limit applied) and the limit to record (None: the whole file)."""
+    from ip2p_lib.text.seed import read_triples
+
+    triples = read_triples(args.triples)
+    if args.limit is None or args.limit >= len(triples):
+        return triples, None
+    return triples[: args.limit], args.limit
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -40,33 +70,35 @@ def _generate(args: argparse.Namespace) -> int:
     checks.number(args.batch_size, "--batch-size", minimum=1)
     checks.number(args.triples_per_shard, "--triples-per-shard", minimum=1)
     checks.seed(args.seed, "--seed")
+    if args.limit is not None:
+        checks.number(args.limit, "--limit", minimum=1)
+    if args.max_shards is not None:
+        checks.number(args.max_shards, "--max-shards", minimum=1)
     checks.input_file(args.triples, "--triples", "triples file")
     out = checks.output_folder(args.out, "--out")
-    from ip2p_lib.dataset.generate import RunSettings, file_sha256, generate_dataset, parse_shard
+    from ip2p_lib.dataset.generate import RunSettings, claim_folder, file_sha256, generate_dataset, parse_shard
     from ip2p_lib.p2p.sampler import VARIANTS
-    from ip2p_lib.text.seed import read_triples
 
     if args.variant not in VARIANTS:
         raise UserError(f"--variant {args.variant!r}: choose one of {', '.join(VARIANTS)}")
     shard = parse_shard(args.shard) if args.shard else _accelerate_shard()
-    triples = read_triples(args.triples)
-    if args.limit is not None:
-        checks.number(args.limit, "--limit", minimum=1)
-        triples = triples[: args.limit]
+    triples, limit = _triples(args)
+    settings = RunSettings(model=_model_name(args), triples_sha256=file_sha256(args.triples), variant=args.variant,
+                           steps=args.steps, samples_per_pair=args.samples_per_pair,
+                           triples_per_shard=args.triples_per_shard, batch_size=args.batch_size, seed=args.seed,
+                           limit=limit)
+    claim_folder(out, settings)  # another run's folder is refused before any model loads
     import torch
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe, model_name = _load_pipe(args)
+    device = _device()
+    pipe = _load_pipe(args)
     pipe.set_progress_bar_config(disable=True)
-    if torch.cuda.is_available():
-        pipe.to("cuda")
-    settings = RunSettings(model=model_name, triples_sha256=file_sha256(args.triples), variant=args.variant,
-                           steps=args.steps, samples_per_pair=args.samples_per_pair,
-                           triples_per_shard=args.triples_per_shard, batch_size=args.batch_size, seed=args.seed)
+    pipe.to(device)
     from ip2p_lib.filtering import ClipScorer, passes, thresholds_for
 
-    scorer = ClipScorer.from_profile(args.profile)
+    scorer = ClipScorer.from_profile(args.profile, device=device)
     preset = thresholds_for(args.profile)
     stats = generate_dataset(pipe, scorer, triples, out, settings, shard, max_shards=args.max_shards,
                              passes=lambda s: passes(s, preset))
@@ -77,13 +109,20 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _accelerate_shard() -> tuple[int, int]:
-    """(process index, processes) under `accelerate launch` / torchrun; (0, 1) otherwise."""
+    """(process index, processes) from RANK and WORLD_SIZE, which `accelerate launch` and torchrun
+    set for each process; (0, 1) when they are not set."""
     import os
+
+    from ip2p_lib.dataset.generate import parse_shard
 
     rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
     if rank is None or world is None:
         return 0, 1
-    return int(rank), int(world)
+    try:
+        return parse_shard(f"{rank}/{world}")
+    except UserError:
+        raise UserError(f"RANK={rank!r} and WORLD_SIZE={world!r} (set by accelerate launch or torchrun) must be "
+                        "integers with 0 <= RANK < WORLD_SIZE; or pass --shard I/N") from None
 
 
 def _filter(args: argparse.Namespace) -> int:
@@ -103,8 +142,51 @@ def _filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _oracle(args: argparse.Namespace) -> int:
+    checks.number(args.samples_per_pair, "--samples-per-pair", minimum=1)
+    checks.number(args.triples_per_shard, "--triples-per-shard", minimum=1)
+    checks.number(args.resolution, "--resolution", kind=int, minimum=8)
+    checks.seed(args.seed, "--seed")
+    if args.limit is not None:
+        checks.number(args.limit, "--limit", minimum=1)
+    if args.max_shards is not None:
+        checks.number(args.max_shards, "--max-shards", minimum=1)
+    checks.input_file(args.triples, "--triples", "triples file")
+    out = checks.output_folder(args.out, "--out")
+    from ip2p_lib.dataset.generate import claim_folder, file_sha256, parse_shard
+    from ip2p_lib.dataset.oracle_pairs import OracleSettings, oracle_dataset
+
+    shard = parse_shard(args.shard) if args.shard else _accelerate_shard()
+    triples, limit = _triples(args)
+    settings = OracleSettings(triples_sha256=file_sha256(args.triples), samples_per_pair=args.samples_per_pair,
+                              triples_per_shard=args.triples_per_shard, seed=args.seed, resolution=args.resolution,
+                              limit=limit)
+    claim_folder(out, settings)
+    from ip2p_lib.filtering import ClipScorer
+
+    stats = oracle_dataset(triples, out, settings, ClipScorer.from_profile("toy"), shard, max_shards=args.max_shards)
+    print(f"{args.out}: shard {shard[0]}/{shard[1]}: {stats.shards_written} new shards ({stats.pairs} oracle pairs), "
+          f"{stats.shards_done_before} shards from before")
+    return 0
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from ip2p_lib.dataset.readers import convert_authors, is_authors_layout
+
+    source = Path(args.source)
+    if not source.is_dir() or not is_authors_layout(source):
+        raise UserError(f"--from {source}: not a folder in the authors' layout (seeds.json, or NNNNNNN/prompt.json "
+                        "with SEED_0.jpg and SEED_1.jpg)")
+    checks.number(args.steps, "--steps", kind=int, minimum=0)
+    out = checks.output_folder(args.out, "--out")
+    if out.resolve() == source.resolve():
+        raise UserError("--out must differ from --from")
+    print(json.dumps(convert_authors(source, out, model=args.model_name, steps=args.steps)))
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add `ip2p pairs` with its subcommands generate and filter."""
+    """Add `ip2p pairs` with its subcommands generate, filter, oracle and convert."""
     p = sub.add_parser("pairs", help="§3.1.2: paired images with Prompt-to-Prompt, and the CLIP filter",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     cmds = p.add_subparsers(dest="pairs_command", metavar="SUBCOMMAND")
@@ -144,3 +226,28 @@ def register(sub: argparse._SubParsersAction) -> None:
         f.add_argument(f"--{name}", type=float, help=f"minimum {what} (default: the preset's)")
     f.add_argument("--keep-per-pair", type=int, help="samples kept per caption pair (default: the preset's, 4)")
     f.set_defaults(func=_filter)
+
+    o = cmds.add_parser("oracle", help="the miniature world's correct pairs for the triples, in the same format",
+                        description="For each triple whose captions the miniature world reads, draw a scene the input "
+                        "caption describes, render it and its edit, score both with toy CLIP; write parquet shards "
+                        "like `generate` (resumable, --shard).")
+    o.add_argument("--triples", type=Path, required=True, help="JSONL triples (input, edit, output) (required)")
+    o.add_argument("--out", type=Path, required=True, help="output folder of shards; an existing run is resumed (required)")
+    o.add_argument("--samples-per-pair", type=int, default=1, help="scenes per caption pair (default 1)")
+    o.add_argument("--triples-per-shard", type=int, default=64, help="triples per shard file (default 64)")
+    o.add_argument("--resolution", type=int, default=64, help="image side in pixels (default 64, the toy SD's)")
+    o.add_argument("--seed", type=int, default=0, help="run seed, 0 to 2**32-1 (default 0)")
+    o.add_argument("--shard", help="I/N: run the I-th of N shares of the work (default: from RANK and WORLD_SIZE)")
+    o.add_argument("--limit", type=int, help="use only the first LIMIT triples (default all)")
+    o.add_argument("--max-shards", type=int, help="stop after writing this many new shards (default: no limit)")
+    o.set_defaults(func=_oracle)
+
+    c = cmds.add_parser("convert", help="a folder in the authors' layout -> our parquet shards",
+                        description="Read a folder written by the authors' generation script (seeds.json, "
+                        "NNNNNNN/prompt.json, SEED_0.jpg, SEED_1.jpg, metadata.jsonl) and write its samples as "
+                        "parquet shards with our columns (images keep their JPEG bytes).")
+    c.add_argument("--from", dest="source", type=Path, required=True, help="the authors'-layout folder (required)")
+    c.add_argument("--out", type=Path, required=True, help="folder for the shards; its old shards are replaced (required)")
+    c.add_argument("--model-name", default="unknown", help="what to record as the generating model (default unknown)")
+    c.add_argument("--steps", type=int, default=0, help="sampling steps to record (default 0: unknown)")
+    c.set_defaults(func=_convert)

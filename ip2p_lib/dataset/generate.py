@@ -10,6 +10,11 @@ Every pair in a chunk is sampled in the same UNet batches whoever runs it, so:
 - `--shard I/N` (or one process per shard under `accelerate launch`) runs the chunks with
   c % N == I; the union of N processes' shards is the single-process dataset, record for record.
 
+`run.json` holds the settings that decide the records; it is created atomically (exactly one
+of N processes starting together creates it, the others check it), and a folder holding
+another run's records is refused, not mixed. The same chunking serves the oracle pairs
+(`oracle_pairs.py`) through `claim_folder` and `pending_chunks`.
+
 Every sample is kept with its four scores; `ip2p pairs filter` makes the training set.
 """
 
@@ -17,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,6 +50,7 @@ class RunSettings:
     seed: int = 0
     cfg_range: tuple[float, float] = CFG_RANGE
     p_range: tuple[float, float] = P_RANGE
+    limit: int | None = None  # only the first `limit` triples of the file (None: all of them)
 
     def to_json(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
@@ -53,26 +60,35 @@ def file_sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def claim_folder(out: Path, settings: RunSettings) -> None:
-    """Write the run's settings into `out`, or check that `out` holds this same run (resume)."""
+def claim_folder(out: Path, settings: Any) -> None:
+    """Write the run's settings (`settings.to_json()`) into `out`, or check that `out` holds this
+    same run (resume). Safe when several processes start at once: `run.json` is created with a
+    hard link, which fails if it exists, so one process creates it and the others compare."""
     out.mkdir(parents=True, exist_ok=True)
     run_file = out / RUN_FILE
     mine = settings.to_json()
-    if run_file.exists():
+    if not run_file.exists():
+        tmp = out / f".{RUN_FILE}.tmp-{os.getpid()}"
+        tmp.write_text(json.dumps(mine, indent=2) + "\n")
         try:
-            theirs = json.loads(run_file.read_text())
-        except json.JSONDecodeError:
-            raise UserError(f"{run_file} is not valid JSON; it is not a run of `ip2p pairs generate`: "
-                            "choose another --out") from None
-        diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
-        if diff:
-            shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
-            raise UserError(f"--out {out} holds another run's data ({shown}); rerun with the same settings "
-                            "to resume it, or choose a new --out")
-        return
-    tmp = run_file.with_suffix(".tmp")
-    tmp.write_text(json.dumps(mine, indent=2) + "\n")
-    tmp.replace(run_file)
+            os.link(tmp, run_file)  # atomic create-if-absent: a complete file or none
+            return
+        except FileExistsError:
+            pass  # another process of this run (or another run) was first: compare below
+        except OSError:  # a file system without hard links: last writer wins, each file complete
+            os.replace(tmp, run_file)
+            return
+        finally:
+            tmp.unlink(missing_ok=True)
+    try:
+        theirs = json.loads(run_file.read_text())
+    except json.JSONDecodeError:
+        raise UserError(f"{run_file} is not valid JSON; it is not a run of `ip2p pairs`: choose another --out") from None
+    diff = {k: (theirs.get(k), v) for k, v in mine.items() if theirs.get(k) != v}
+    if diff:
+        shown = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in diff.items())
+        raise UserError(f"--out {out} holds another run's data ({shown}); rerun with the same settings "
+                        "to resume it, or choose a new --out")
 
 
 def specs_for(triple_index: int, triple: Mapping[str, str], settings: RunSettings) -> list[PairSpec]:
@@ -84,6 +100,26 @@ def specs_for(triple_index: int, triple: Mapping[str, str], settings: RunSetting
 
 def shard_path(out: Path, chunk: int) -> Path:
     return out / f"part-{chunk:06d}.parquet"
+
+
+def pending_chunks(out: Path, n_items: int, per_shard: int, shard: tuple[int, int]) -> tuple[list[int], int]:
+    """(this process's chunks still to write, how many of its chunks are already written).
+
+    Chunk c holds items [c * per_shard, (c + 1) * per_shard) and belongs to process c % N."""
+    mine = [c for c in range((n_items + per_shard - 1) // per_shard) if c % shard[1] == shard[0]]
+    todo = [c for c in mine if not shard_path(out, c).exists()]
+    return todo, len(mine) - len(todo)
+
+
+def write_chunk(out: Path, chunk: int, records: Sequence[Mapping[str, Any]]) -> Path:
+    """Write chunk `chunk`'s shard atomically, first removing temporary files that a killed run
+    left for it (only the process that owns a chunk ever writes it)."""
+    from ip2p_lib.dataset.shards import write_shard
+
+    path = shard_path(out, chunk)
+    for stale in out.glob(f".{path.name}.tmp-*"):
+        stale.unlink(missing_ok=True)
+    return write_shard(path, records)
 
 
 @dataclass
@@ -123,10 +159,8 @@ def generate_dataset(pipe: Any, scorer: Any, triples: Sequence[Mapping[str, str]
 
     claim_folder(out, settings)
     k = settings.triples_per_shard
-    chunks = [c for c in range((len(triples) + k - 1) // k) if c % shard[1] == shard[0]]
     stats = RunStats()
-    todo = [c for c in chunks if not shard_path(out, c).exists()]
-    stats.shards_done_before = len(chunks) - len(todo)
+    todo, stats.shards_done_before = pending_chunks(out, len(triples), k, shard)
     if max_shards is not None:
         todo = todo[:max_shards]
     total = sum(min(k, len(triples) - c * k) for c in todo) * settings.samples_per_pair
@@ -148,9 +182,7 @@ def generate_dataset(pipe: Any, scorer: Any, triples: Sequence[Mapping[str, str]
                 "p": spec.p, "steps": spec.steps, "variant": spec.variant, "model": settings.model,
                 **{name: float(v[j]) for name, v in scores.items()},
             })
-        from ip2p_lib.dataset.shards import write_shard
-
-        write_shard(shard_path(out, c), records)
+        write_chunk(out, c, records)
         stats.pairs += len(specs)
         stats.shards_written += 1
         if passes is not None:

@@ -86,7 +86,7 @@ def read_table(folder: str | Path, columns: Sequence[str] | None = None) -> Any:
 
     files = shard_files(folder)
     if not files:
-        return pd.DataFrame(columns=list(columns or ()))
+        return pd.DataFrame(columns=list(columns or features()))
     cols = None if columns is None else list(dict.fromkeys([*columns, "triple_index", "sample"]))
     frame = pd.concat([pq.read_table(f, columns=cols).to_pandas() for f in files], ignore_index=True)
     return frame.sort_values(["triple_index", "sample"], kind="stable").reset_index(drop=True)

@@ -56,13 +56,14 @@ def as_unit_images(images: Any) -> torch.Tensor:
 
 
 class ClipScorer:
-    """Batched CLIP embeddings and the four similarities for an open_clip model."""
+    """Batched CLIP embeddings and the four similarities for an open_clip model (moved to
+    `device` when one is given; else it stays where it is)."""
 
     def __init__(self, model: Any, tokenizer: Any, batch_size: int = 64, device: str | torch.device | None = None) -> None:
-        self.model = model.eval()
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        self.model = model.eval().to(self.device)
         self.tokenizer = tokenizer
         self.batch_size = batch_size
-        self.device = torch.device(device) if device is not None else next(model.parameters()).device
         cfg = getattr(model.visual, "preprocess_cfg", {}) or {}
         size = cfg.get("size", getattr(model.visual, "image_size", 224))
         self.size = tuple(size) if isinstance(size, (tuple, list)) else (int(size), int(size))
