@@ -1,4 +1,5 @@
-"""§3.1.2 Prompt-to-Prompt: attention control through diffusers' processors, and the paired sampler."""
+"""§3.1.2 Prompt-to-Prompt: attention control through diffusers' processors, the paired sampler, and
+Prompt-to-Prompt's own cross-attention edits (importing `cross` registers their sampler variants)."""
 
 from ip2p_lib.p2p.attention import (
     AttentionCall,
@@ -10,10 +11,11 @@ from ip2p_lib.p2p.attention import (
     SelfAttentionSharing,
     controlled,
 )
+from ip2p_lib.p2p.cross import CrossAttentionRefine, CrossAttentionReplace, refine_mapper, token_alignment, word_mapper
 from ip2p_lib.p2p.sampler import VARIANTS, PairImages, PairSpec, draw_specs, generate_batch, generate_pairs
 
 __all__ = [
     "VARIANTS", "AttentionCall", "AttentionStore", "ControlledAttention", "Controller", "ControllerList",
-    "PairImages", "PairLayout", "PairSpec", "SelfAttentionSharing", "controlled", "draw_specs",
-    "generate_batch", "generate_pairs",
+    "CrossAttentionRefine", "CrossAttentionReplace", "PairImages", "PairLayout", "PairSpec", "SelfAttentionSharing",
+    "controlled", "draw_specs", "generate_batch", "generate_pairs", "refine_mapper", "token_alignment", "word_mapper",
 ]
