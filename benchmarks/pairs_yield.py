@@ -91,7 +91,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args()
     from ip2p_lib.dataset.shards import images_of, read_table
-    from ip2p_lib.filtering import PRESETS
+    from ip2p_lib.filtering import PRESETS, select
     from ip2p_lib.p2p.evaluate import oracle_verdicts
 
     frame = read_table(args.data)
@@ -105,6 +105,23 @@ def main() -> None:
     per_pair = run["samples_per_pair"]
     samples = [n for n in (1, 2, 4, 8, 16, 32, 64, 100) if n <= per_pair]
     rows = yield_table(frame, good, PRESETS[args.thresholds], samples)
+    from ip2p_lib.filtering.calibrate import filter_report, roc_auc
+
+    scores = {k: frame[k].to_numpy() for k in ("sim_0", "sim_1", "sim_direction", "sim_image")}
+    groups = list(frame["triple_index"])
+    aucs = {k: roc_auc(v, good) for k, v in scores.items()}
+    print("AUC against the oracle:", {k: round(v, 3) for k, v in aucs.items()})
+    reports = {name: filter_report(scores, good, groups, t) for name, t in PRESETS.items()}
+    for name, r in reports.items():
+        print(name, {k: round(v, 3) if isinstance(v, float) else v for k, v in r.items() if k != "thresholds"})
+    keep = select(scores, groups, PRESETS[args.thresholds])
+    per_kind = {}
+    for kind in sorted(set(verdict["kind"])):
+        m = verdict["kind"] == kind
+        per_kind[kind or "unreadable"] = {"samples": int(m.sum()), "oracle_good": float(good[m].mean()),
+                                          "kept": int((m & keep).sum()),
+                                          "precision": float(good[m & keep].mean()) if (m & keep).any() else None}
+    print("per kind:", per_kind)
     pps = args.pairs_per_second or measure_pairs_per_second(64, run["steps"], args.threads)
     for r in rows:
         r["cpu_hours_per_1000_kept"] = r["generated_per_kept"] * 1000 / pps / 3600
@@ -119,7 +136,8 @@ def main() -> None:
           f"{PAPER_CAPTIONS:,} x {PAPER_SAMPLES} pairs = {full['a100_hours']:,.0f} A100-hours at {args.a100_tflops:.0f} TFLOP/s")
     result = {"data": str(args.data), "run": run, "pairs": len(frame), "oracle_good": float(good.mean()),
               "thresholds": PRESETS[args.thresholds].to_dict(), "pairs_per_second": pps, "threads": args.threads,
-              "yield": rows, "full_profile": full}
+              "yield": rows, "auc": aucs, "filters": reports, "per_kind": per_kind,
+              "full_profile": full}
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2, default=float) + "\n")
