@@ -64,10 +64,9 @@ def _triples(args: argparse.Namespace) -> tuple[list[dict[str, str]], int | None
     return triples[: args.limit], args.limit
 
 
-def _generate(args: argparse.Namespace) -> int:
+def _check_run_options(args: argparse.Namespace) -> Path:
+    """The options `generate` and `oracle` share; returns the output folder."""
     checks.number(args.samples_per_pair, "--samples-per-pair", minimum=1)
-    checks.number(args.steps, "--steps", minimum=1)
-    checks.number(args.batch_size, "--batch-size", minimum=1)
     checks.number(args.triples_per_shard, "--triples-per-shard", minimum=1)
     checks.seed(args.seed, "--seed")
     if args.limit is not None:
@@ -75,7 +74,13 @@ def _generate(args: argparse.Namespace) -> int:
     if args.max_shards is not None:
         checks.number(args.max_shards, "--max-shards", minimum=1)
     checks.input_file(args.triples, "--triples", "triples file")
-    out = checks.output_folder(args.out, "--out")
+    return checks.output_folder(args.out, "--out")
+
+
+def _generate(args: argparse.Namespace) -> int:
+    checks.number(args.steps, "--steps", minimum=1)
+    checks.number(args.batch_size, "--batch-size", minimum=1)
+    out = _check_run_options(args)
     from ip2p_lib.dataset.generate import RunSettings, claim_folder, file_sha256, generate_dataset, parse_shard
     from ip2p_lib.p2p.sampler import VARIANTS
 
@@ -143,16 +148,8 @@ def _filter(args: argparse.Namespace) -> int:
 
 
 def _oracle(args: argparse.Namespace) -> int:
-    checks.number(args.samples_per_pair, "--samples-per-pair", minimum=1)
-    checks.number(args.triples_per_shard, "--triples-per-shard", minimum=1)
     checks.number(args.resolution, "--resolution", kind=int, minimum=8)
-    checks.seed(args.seed, "--seed")
-    if args.limit is not None:
-        checks.number(args.limit, "--limit", minimum=1)
-    if args.max_shards is not None:
-        checks.number(args.max_shards, "--max-shards", minimum=1)
-    checks.input_file(args.triples, "--triples", "triples file")
-    out = checks.output_folder(args.out, "--out")
+    out = _check_run_options(args)
     from ip2p_lib.dataset.generate import claim_folder, file_sha256, parse_shard
     from ip2p_lib.dataset.oracle_pairs import OracleSettings, oracle_dataset
 
