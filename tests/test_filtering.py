@@ -97,7 +97,8 @@ def test_as_unit_images_accepts_uint8_and_unit_floats():
     assert torch.equal(as_unit_images(x), x)  # already in [0, 1]
 
 
-@pytest.mark.parametrize("values, hint", [((-1.0, 1.0), r"\(x \+ 1\) / 2"), ((0.0, 255.0), "divide by 255")])
+@pytest.mark.parametrize("values, hint", [((-1.0, 1.0), r"\(x \+ 1\) / 2"), ((0.0, 255.0), "divide by 255"),
+                                         ((-1.8, 1.9), "already normalised")])
 def test_as_unit_images_refuses_other_ranges_and_says_what_to_do(values, hint):
     lo, hi = values
     x = torch.linspace(lo, hi, 3 * 4 * 4).view(1, 3, 4, 4)

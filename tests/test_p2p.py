@@ -118,7 +118,17 @@ def test_controlled_fails_loudly_when_the_hook_is_never_reached(pipe):
             with torch.no_grad():
                 unet(x, 999, encoder_hidden_states=cond)
     assert all(type(p) is type(before[n]) for n, p in unet.attn_processors.items())
-    unet.set_attn_processor(before)
+    unet.set_attn_processor(dict(before))
+    # a controller reused after a run that did reach it: the second block's bypass still fails
+    reused = Controller()
+    with controlled(unet, reused), torch.no_grad():
+        unet(x, 999, encoder_hidden_states=cond)
+    with pytest.raises(RuntimeError, match="never called"):
+        with controlled(unet, reused):
+            unet.set_attn_processor(AttnProcessor2_0())
+            with torch.no_grad():
+                unet(x, 999, encoder_hidden_states=cond)
+    unet.set_attn_processor(dict(before))
     with controlled(unet, Controller(), expect_calls=False):  # opting out is allowed
         pass
 
@@ -423,3 +433,21 @@ def test_short_schedules_give_finite_images(pipe, steps):
     short schedule (diffusers #14213); the float64 sigmas must give finite, non-constant pictures."""
     out = generate_batch(pipe, [_spec(9, 0.5, steps=steps)])  # raises FloatingPointError if not finite
     assert out.image_0.std() > 1 and out.image_1.std() > 1
+
+
+def test_a_controller_built_for_another_batch_is_refused(pipe):
+    from ip2p_lib.p2p import ControllerList, SelfAttentionSharing, generate_batch
+
+    specs = [_spec(seed) for seed in range(3)]
+    with pytest.raises(ValueError, match=r"built for \[2\] pairs, the batch has 3"):
+        generate_batch(pipe, specs, controller=ControllerList(Controller(), SelfAttentionSharing(1.0, 2)))
+
+
+def test_attention_with_query_key_norms_is_refused():
+    from diffusers.models.attention_processor import Attention
+
+    from ip2p_lib.p2p import ControlledAttention
+
+    attn = Attention(query_dim=8, heads=2, dim_head=4, qk_norm="layer_norm")
+    with pytest.raises(NotImplementedError, match="query/key norms"):
+        ControlledAttention("x", Controller())(attn, torch.zeros(1, 4, 8))

@@ -49,8 +49,12 @@ def as_unit_images(images: Any) -> torch.Tensor:
         raise ValueError(f"float images must be (N, 3, H, W), got {tuple(x.shape)}")
     lo, hi = float(x.min()), float(x.max())
     if lo < -1e-3 or hi > 1 + 1e-3:
-        hint = "they look like [-1, 1] decoder outputs: pass (x + 1) / 2" if lo < -1e-3 and hi <= 1 + 1e-3 else \
-            "they look like 0-255 values: divide by 255"
+        if lo < -1e-3 and hi <= 1 + 1e-3:
+            hint = "they look like [-1, 1] decoder outputs: pass (x + 1) / 2"
+        elif lo >= -1e-3:
+            hint = "they look like 0-255 values: divide by 255"
+        else:
+            hint = "they look already normalised (CLIP mean/std?): pass the images themselves, in [0, 1]"
         raise ValueError(f"CLIP scores need images in [0, 1], got values in [{lo:.3g}, {hi:.3g}]; {hint}")
     return x.float()
 

@@ -53,6 +53,14 @@ class PairLayout:
         return slice(group * self.pairs, (group + 1) * self.pairs)
 
 
+def pair_counts(controller: "Controller") -> set[int]:
+    """The pair counts that `controller` (and the controllers it holds) were built for."""
+    found = {controller.layout.pairs} if isinstance(getattr(controller, "layout", None), PairLayout) else set()
+    for child in getattr(controller, "controllers", ()):
+        found |= pair_counts(child)
+    return found
+
+
 class Controller:
     """Sees every attention call and may rewrite it; counts its calls per step.
 
@@ -128,6 +136,9 @@ class ControlledAttention:
     def __call__(self, attn: Any, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None,
                  *args: Any, **kwargs: Any) -> torch.Tensor:
+        if getattr(attn, "norm_q", None) is not None or getattr(attn, "norm_k", None) is not None:
+            raise NotImplementedError(f"{self.name}: attention with query/key norms is not handled here "
+                                      "(Stable Diffusion 1.x/2.x has none)")
         residual = hidden_states
         if attn.spatial_norm is not None:
             hidden_states = attn.spatial_norm(hidden_states, temb)
@@ -183,12 +194,13 @@ def controlled(unet: Any, controller: Controller, expect_calls: bool = True) -> 
     original = unet.attn_processors
     if not original:
         raise ValueError(f"{type(unet).__name__} has no attention layers to control")
+    calls_before = sum(controller.calls.values())
     unet.set_attn_processor({name: ControlledAttention(name, controller) for name in original})
     try:
         yield controller
     finally:
         unet.set_attn_processor(original)
-    if expect_calls and not controller.calls:
+    if expect_calls and sum(controller.calls.values()) == calls_before:
         raise RuntimeError("the attention controller was never called: no attention layer was hooked, "
                            "so Prompt-to-Prompt would silently do nothing")
 
@@ -226,7 +238,7 @@ class SelfAttentionSharing(Controller):
         return mask if bool(mask.any()) else None
 
     def _copy(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        x = x.clone()
+        x, mask = x.clone(), mask.to(x.device)
         for half in self.halves:
             target, source = x[self.layout.rows(half, 1)], x[self.layout.rows(half, 0)]
             target[mask] = source[mask]

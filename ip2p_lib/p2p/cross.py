@@ -196,6 +196,7 @@ class _CrossAttentionControl(Controller):
         source, target = self.layout.rows("cond", 0), self.layout.rows("cond", 1)
         probs = probs.clone()
         mapped = self._map(probs[source], probs[target])
+        mask = mask.to(probs.device)
         probs[target][mask] = mapped[mask]
         self.edits["cross"] += 1
         return probs

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from ip2p_lib.infra.prompts import encode_prompts
-from ip2p_lib.p2p.attention import Controller, SelfAttentionSharing, controlled
+from ip2p_lib.p2p.attention import Controller, SelfAttentionSharing, controlled, pair_counts
 
 # The paper's sampling ranges (§3.1.2): drawn per sample.
 CFG_RANGE = (7.5, 15.0)
@@ -159,6 +159,8 @@ def generate_batch(pipe: Any, specs: Sequence[PairSpec], controller: Controller 
     device, dtype = unet.device, unet.dtype
     n = len(specs)
     controller = controller if controller is not None else make_controller(specs, pipe.tokenizer)
+    if pair_counts(controller) - {n}:
+        raise ValueError(f"the controller was built for {sorted(pair_counts(controller))} pairs, the batch has {n}")
     prompts = [""] * (2 * n) + [s.caption_0 for s in specs] + [s.caption_1 for s in specs]
     cond = encode_prompts(pipe.text_encoder, pipe.tokenizer, prompts, device=device).to(dtype)
     sigmas, timesteps = euler_sigmas(pipe.scheduler.config, num_steps)
