@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ip2p_lib.toyworld import CaptionParseError, Edit, edit_score, parse_caption
+from ip2p_lib.toyworld import CaptionParseError, Edit, parse_caption
 
 ATTRIBUTE_KIND = {"color": "recolor", "shape": "reshape", "background": "background", "size": "resize"}
 
@@ -29,19 +29,25 @@ def edit_from_captions(caption_0: str, caption_1: str) -> Edit | None:
 def oracle_verdicts(image_0: np.ndarray, image_1: np.ndarray, caption_0: Sequence[str],
                     caption_1: Sequence[str]) -> dict[str, np.ndarray]:
     """Per pair: `kind` (the captions' edit kind, "" if none), `changed`, `preserved`, `success`
-    (both), and whether image 0 shows what caption 0 says (`faithful_0`)."""
+    (both), whether image 0 shows what caption 0 says (`faithful_0`), and `drift`, how far the
+    object moved (the larger of |du|, |dv|, as fractions of the image; NaN without an object).
+    Each image is judged once."""
     from ip2p_lib.toyworld import judge
+    from ip2p_lib.toyworld.oracle import score_judgements
 
-    out: dict[str, list[Any]] = {"kind": [], "changed": [], "preserved": [], "success": [], "faithful_0": []}
+    out: dict[str, list[Any]] = {"kind": [], "changed": [], "preserved": [], "success": [], "faithful_0": [],
+                                 "drift": []}
     for a, b, c0, c1 in zip(image_0, image_1, caption_0, caption_1):
         edit = edit_from_captions(c0, c1)
+        j0, j1 = judge(a), judge(b)
+        out["drift"].append(max(abs(j0.u - j1.u), abs(j0.v - j1.v)) if j0.found and j1.found else np.nan)
         if edit is None:
-            out["kind"].append(""); out["changed"].append(False); out["preserved"].append(False)
-            out["success"].append(False); out["faithful_0"].append(False)
+            for key, value in (("kind", ""), ("changed", False), ("preserved", False), ("success", False),
+                               ("faithful_0", False)):
+                out[key].append(value)
             continue
-        score = edit_score(a, b, edit)
-        said = parse_caption(c0)
-        seen = judge(a).attributes()
+        score = score_judgements(j0, j1, edit)
+        said, seen = parse_caption(c0), j0.attributes()
         out["kind"].append(edit.kind)
         out["changed"].append(score.changed)
         out["preserved"].append(score.preserved)

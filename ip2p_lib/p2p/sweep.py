@@ -36,8 +36,6 @@ def sweep(pipe: Any, scorer: Any, pairs: Sequence[tuple[str, str]], settings: Se
     every setting. Returns (DataFrame, images by setting if `keep_images`)."""
     import pandas as pd
 
-    from ip2p_lib.toyworld import judge
-
     rows, images = [], {}
     for variant, p in settings:
         specs = [PairSpec(c0, c1, seed + i, cfg, p, steps, variant) for i, (c0, c1) in enumerate(pairs)]
@@ -46,10 +44,8 @@ def sweep(pipe: Any, scorer: Any, pairs: Sequence[tuple[str, str]], settings: Se
         verdict = oracle_verdicts(out.image_0, out.image_1, c0s, c1s)
         scores = scorer.scores(out.image_0, out.image_1, c0s, c1s)
         for i in range(len(specs)):
-            j0, j1 = judge(out.image_0[i]), judge(out.image_1[i])
-            drift = max(abs(j0.u - j1.u), abs(j0.v - j1.v)) if j0.found and j1.found else np.nan
             rows.append({"variant": variant, "p": p, "pair": i, **{k: v[i] for k, v in verdict.items()},
-                         "drift": drift, **{k: float(v[i]) for k, v in scores.items()}})
+                         **{k: float(v[i]) for k, v in scores.items()}})
         if keep_images:
             images[(variant, p)] = (out.image_0, out.image_1)
     return pd.DataFrame(rows), images

@@ -185,7 +185,19 @@ def edit_score(
     position_tolerance: float = 0.15,
 ) -> EditScore:
     """Judge both images and check the edit: asked change made, everything else kept."""
-    before, after = judge(input_image), judge(output_image)
+    return score_judgements(judge(input_image), judge(output_image), edit, output_image, input_scene,
+                            position_tolerance)
+
+
+def score_judgements(
+    before: Judgement,
+    after: Judgement,
+    edit: Edit,
+    output_image: Any = None,
+    input_scene: Scene | None = None,
+    position_tolerance: float = 0.15,
+) -> EditScore:
+    """`edit_score` from judgements already made (each image judged once when scoring many ways)."""
     targets = edit.target_attributes()
     changed = after.found and all(after.attributes()[k] == val for k, val in targets.items())
     kept = [k for k in ("shape", "color", "background", "size") if k not in EDITED_ATTRIBUTES[edit.kind]]
