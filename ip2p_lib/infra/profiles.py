@@ -26,6 +26,12 @@ NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": {"epochs": 5, "n_eval": 60, "fallback_steps": 60},
         "full": {"seed_file": "data/full/human-written-prompts.jsonl", "n_full": 1000},
     },
+    "03_clip_filtering": {
+        "toy": {},
+        "smoke": {"n_caption_pairs": 10, "samples_per_pair": 4, "steps": 10, "batch_size": 40, "n_drift_scenes": 6,
+                  "n_gallery": 3},
+        "full": {"steps": 50, "batch_size": 8},
+    },
     "04_unet_surgery": {
         "toy": {},
         "smoke": {"latent_size": 8, "n_trials": 3},
