@@ -7,7 +7,7 @@ kept sample, precision by the oracle, and generated pairs per kept pair. Cost: p
 sampler measured in this process (or --pairs-per-second), CPU-hours per 1,000 kept pairs.
 The full-profile estimate counts FLOPs of SD 1.5's UNet and VAE decoder on the meta device
 (no weights, no compute) for the authors' settings: 100 Euler ancestral steps, a CFG batch of
-4 rows per pair, 454,445 caption pairs x 100 samples.
+4 rows per pair, 454,445 caption pairs x 100 samples (`ip2p_lib.p2p.cost`, which notebook 02 shows too).
 
     .venv/bin/python benchmarks/pairs_yield.py --data data/generated/toy/pairs --out figures/toy/pairs_yield.json
 """
@@ -23,28 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
-PAPER_CAPTIONS = 454_445
-PAPER_SAMPLES = 100
-PAPER_STEPS = 100
-
-
-def sd15_flops() -> dict[str, float]:
-    """FLOPs of one SD 1.5 UNet row (64x64x4 latent, 77 tokens) and one VAE decode (to 512x512)."""
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from torch.utils.flop_counter import FlopCounterMode
-
-    from ip2p_lib.surgery import SD15_UNET_CONFIG
-
-    vae_config = {"in_channels": 3, "out_channels": 3, "latent_channels": 4, "layers_per_block": 2,
-                  "block_out_channels": (128, 256, 512, 512), "sample_size": 512,
-                  "down_block_types": ("DownEncoderBlock2D",) * 4, "up_block_types": ("UpDecoderBlock2D",) * 4}
-    with torch.device("meta"):
-        unet, vae = UNet2DConditionModel(**SD15_UNET_CONFIG), AutoencoderKL(**vae_config)
-        with FlopCounterMode(display=False) as unet_count:
-            unet(torch.randn(1, 4, 64, 64), torch.tensor([500]), encoder_hidden_states=torch.randn(1, 77, 768))
-        with FlopCounterMode(display=False) as vae_count:
-            vae.decode(torch.randn(1, 4, 64, 64))
-    return {"unet_row": float(unet_count.get_total_flops()), "vae_decode": float(vae_count.get_total_flops())}
+from ip2p_lib.p2p.cost import (
+    A100_PEAK_TFLOPS, A100_UTILISATION, PAPER_CAPTION_PAIRS, PAPER_SAMPLES, generation_cost, sd15_flops,
+)
 
 
 def measure_pairs_per_second(pairs: int, steps: int, threads: int) -> float:
@@ -86,7 +67,7 @@ def main() -> None:
     ap.add_argument("--thresholds", default="toy", help="filter preset (default toy)")
     ap.add_argument("--pairs-per-second", type=float, help="skip the speed measurement and use this")
     ap.add_argument("--threads", type=int, default=1, help="torch threads for the speed measurement (default 1)")
-    ap.add_argument("--a100-tflops", type=float, default=312.0 * 0.4,
+    ap.add_argument("--a100-tflops", type=float, default=A100_PEAK_TFLOPS * A100_UTILISATION,
                     help="assumed sustained A100 throughput, TFLOP/s (default 40%% of the 312 dense fp16 peak)")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args()
@@ -126,14 +107,9 @@ def main() -> None:
     for r in rows:
         r["cpu_hours_per_1000_kept"] = r["generated_per_kept"] * 1000 / pps / 3600
         print({k: round(v, 3) if isinstance(v, float) else v for k, v in r.items()})
-    flops = sd15_flops()
-    per_pair_flops = 4 * PAPER_STEPS * flops["unet_row"] + 2 * flops["vae_decode"]
-    total = per_pair_flops * PAPER_CAPTIONS * PAPER_SAMPLES
-    full = {"flops_unet_row": flops["unet_row"], "flops_vae_decode": flops["vae_decode"], "flops_per_pair": per_pair_flops,
-            "pairs": PAPER_CAPTIONS * PAPER_SAMPLES, "total_flops": total,
-            "a100_tflops_assumed": args.a100_tflops, "a100_hours": total / (args.a100_tflops * 1e12) / 3600}
-    print(f"full profile: {per_pair_flops / 1e12:.0f} TFLOP per pair, {total:.3g} FLOP for the paper's "
-          f"{PAPER_CAPTIONS:,} x {PAPER_SAMPLES} pairs = {full['a100_hours']:,.0f} A100-hours at {args.a100_tflops:.0f} TFLOP/s")
+    full = generation_cost(sd15_flops(), tflops=args.a100_tflops)
+    print(f"full profile: {full['flops_per_pair'] / 1e12:.0f} TFLOP per pair, {full['total_flops']:.3g} FLOP for the paper's "
+          f"{PAPER_CAPTION_PAIRS:,} x {PAPER_SAMPLES} pairs = {full['a100_hours']:,.0f} A100-hours at {args.a100_tflops:.0f} TFLOP/s")
     result = {"data": str(args.data), "run": run, "pairs": len(frame), "oracle_good": float(good.mean()),
               "thresholds": PRESETS[args.thresholds].to_dict(), "pairs_per_second": pps, "threads": args.threads,
               "yield": rows, "auc": aucs, "filters": reports, "per_kind": per_kind,

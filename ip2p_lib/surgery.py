@@ -11,30 +11,17 @@ With the new weights zero and the bias kept, the widened UNet computes exactly w
 text-to-image UNet computed, whatever the extra channels hold: fine-tuning starts from
 Stable Diffusion itself, not from a perturbed copy.
 
-`SD15_UNET_CONFIG` is Stable Diffusion 1.5's UNet config, for counting its parameters
-without downloading anything (notebook 04_unet_surgery).
+`SD15_UNET_CONFIG` is Stable Diffusion 1.5's UNet config (kept in `infra.models`, beside the
+model's hub id, and named here too), for counting its parameters without downloading anything
+(notebook 04_unet_surgery).
 """
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
-# Stable Diffusion v1.5's UNet (stable-diffusion-v1-5/stable-diffusion-v1-5, unet/config.json).
-SD15_UNET_CONFIG: dict[str, Any] = {
-    "sample_size": 64,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "block_out_channels": (320, 640, 1280, 1280),
-    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    "cross_attention_dim": 768,
-    "attention_head_dim": 8,
-    "norm_num_groups": 32,
-}
+from ip2p_lib.infra.models import SD15_UNET_CONFIG  # noqa: F401  (re-exported: notebook 04 and its tests)
 
 
 def widen_conv_in(unet: nn.Module, in_channels: int = 8) -> nn.Module:

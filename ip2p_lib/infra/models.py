@@ -28,6 +28,32 @@ CLIP_FULL = ("ViT-L-14", "openai")
 CLIP_FULL_HUB = "timm/vit_large_patch14_clip_224.openai"  # where open_clip fetches those weights
 LM_FULL = "openai-community/gpt2"
 
+# Stable Diffusion v1.5's architecture (SD_FULL's unet/config.json and vae/config.json, the keys that
+# differ from diffusers' defaults): to count its parameters and FLOPs on the meta device, without
+# downloading anything (notebooks 02 and 04). The generator of §3.1.2 and the base of §3.2 alike.
+SD15_UNET_CONFIG: dict[str, Any] = {
+    "sample_size": 64,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (320, 640, 1280, 1280),
+    "down_block_types": ("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+    "up_block_types": ("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+    "cross_attention_dim": 768,
+    "attention_head_dim": 8,
+    "norm_num_groups": 32,
+}
+SD15_VAE_CONFIG: dict[str, Any] = {
+    "in_channels": 3,
+    "out_channels": 3,
+    "latent_channels": 4,
+    "layers_per_block": 2,
+    "block_out_channels": (128, 256, 512, 512),
+    "sample_size": 512,
+    "down_block_types": ("DownEncoderBlock2D",) * 4,
+    "up_block_types": ("UpDecoderBlock2D",) * 4,
+}
+
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub.constants.ENV_VARS_TRUE_VALUES
 
 

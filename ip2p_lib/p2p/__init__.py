@@ -1,5 +1,7 @@
 """§3.1.2 Prompt-to-Prompt: attention control through diffusers' processors, the paired sampler, and
-Prompt-to-Prompt's own cross-attention edits (importing `cross` registers their sampler variants)."""
+Prompt-to-Prompt's own cross-attention edits (importing `cross` registers their sampler variants);
+`sweep` measures them with the oracle, `cost` counts what the paper's generation run costs.
+Notebook: 02_prompt_to_prompt."""
 
 from ip2p_lib.p2p.attention import (
     AttentionCall,

@@ -40,7 +40,7 @@ P2P_SELF_MAX_RESOLUTION = 16
 # ---------------------------------------------------------------- token bookkeeping
 
 
-def _word_spans(tokenizer: Any, prompt: str, length: int) -> tuple[list[list[int]], int]:
+def word_spans(tokenizer: Any, prompt: str, length: int) -> tuple[list[list[int]], int]:
     """Token positions of each whitespace word in the padded sequence [start, words..., end, pad...],
     and the position of the first token after the words. Positions past the truncation (the end
     token always keeps position <= length - 1) are dropped."""
@@ -76,8 +76,8 @@ def word_mapper(tokenizer: Any, prompt_0: str, prompt_1: str, length: int | None
     if len(words_0) != len(words_1):
         raise ValueError(f"cross-attention replace needs captions with the same number of words: {prompt_0!r} has "
                          f"{len(words_0)}, {prompt_1!r} has {len(words_1)}; use refine (token alignment) instead")
-    spans_0, end_0 = _word_spans(tokenizer, prompt_0, length)
-    spans_1, end_1 = _word_spans(tokenizer, prompt_1, length)
+    spans_0, end_0 = word_spans(tokenizer, prompt_0, length)
+    spans_1, end_1 = word_spans(tokenizer, prompt_1, length)
     w = torch.zeros(length, length)
     w[0, 0] = 1.0                                                     # start token -> start token
     for s, t in zip(spans_0, spans_1):                                # word i -> word i
