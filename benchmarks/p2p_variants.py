@@ -26,7 +26,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20, help="Euler ancestral steps (default 20)")
     ap.add_argument("--cfg", type=float, default=7.5, help="classifier-free guidance scale (default 7.5)")
     ap.add_argument("--ps", default="0.1,0.3,0.6,0.9,1.0", help="attention fractions p (default 0.1,0.3,0.6,0.9,1.0)")
-    ap.add_argument("--variants", default="none,self,replace,both", help="variants (default none,self,replace,both)")
+    ap.add_argument("--variants", default="none,self,refine,both",
+                    help="variants (default none,self,refine,both; replace needs captions with equal word counts, which moves break)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     ap.add_argument("--seed", type=int, default=0, help="seed (default 0)")
     ap.add_argument("--out", type=Path, help="write the rows and summaries as JSON here")
