@@ -41,3 +41,12 @@ def test_oracle_verdicts_on_rendered_pairs():
     assert v["drift"][0] < 0.02 and 0.25 < v["drift"][2] < 0.35
     wrong_caption = oracle_verdicts(image_0[:1], image_1[:1], [c0.replace("red", "green")], [c1])
     assert not wrong_caption["faithful_0"][0]
+
+
+def test_toy_caption_pairs_give_readable_edits_of_each_kind():
+    from ip2p_lib.p2p.sweep import toy_caption_pairs
+
+    kinds = ("recolor", "reshape", "background", "resize", "move")
+    pairs = toy_caption_pairs(20, seed=3, kinds=kinds, p_position=0.0)
+    found = [edit_from_captions(c0, c1) for c0, c1 in pairs]
+    assert [e.kind for e in found] == [kinds[i % 5] for i in range(20)]  # a move names both places

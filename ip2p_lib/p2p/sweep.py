@@ -14,7 +14,8 @@ from ip2p_lib.p2p.sampler import TOY_STEPS, PairSpec, generate_pairs
 def toy_caption_pairs(n: int, seed: int = 0, kinds: Sequence[str] = ("recolor", "reshape", "background", "resize"),
                       p_position: float = 0.5, offset: int = 5) -> list[tuple[str, str]]:
     """`n` (input caption, edited caption) pairs of held-out scenes, edit kinds in turn, one
-    wording per pair (a position phrase with probability `p_position`, the same in both)."""
+    wording per pair (a position phrase with probability `p_position`, the same in both; always
+    for a move, which the captions could not show otherwise)."""
     from ip2p_lib.toyworld import apply, caption, sample_edit
     from ip2p_lib.toyworld.captions import random_caption_variant
     from ip2p_lib.toyworld.pretrain.data import held_out_scenes
@@ -24,6 +25,8 @@ def toy_caption_pairs(n: int, seed: int = 0, kinds: Sequence[str] = ("recolor", 
     for i, scene in enumerate(held_out_scenes(n, offset=offset)):
         edit = sample_edit(scene, rng, kinds=(kinds[i % len(kinds)],))
         wording = random_caption_variant(rng, p_position=p_position)
+        if edit.kind == "move":  # a move is only in the captions if both name the place
+            wording["with_position"] = True
         out.append((caption(scene, **wording), caption(apply(scene, edit), **wording)))
     return out
 
