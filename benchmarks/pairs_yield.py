@@ -43,13 +43,14 @@ def measure_pairs_per_second(pairs: int, steps: int, threads: int) -> float:
 
 
 def yield_table(frame: Any, good: np.ndarray, thresholds: Any, samples: list[int]) -> list[dict[str, Any]]:
+    from ip2p_lib.dataset.shards import scores_of
     from ip2p_lib.filtering import select
 
     rows = []
     for n in samples:
         m = (frame["sample"] < n).to_numpy()
         sub = frame[m]
-        scores = {k: sub[k].to_numpy() for k in ("sim_0", "sim_1", "sim_direction", "sim_image")}
+        scores = scores_of(sub)
         keep = select(scores, list(sub["triple_index"]), thresholds)
         g = good[m]
         pairs = sub["triple_index"].nunique()
@@ -71,7 +72,7 @@ def main() -> None:
                     help="assumed sustained A100 throughput, TFLOP/s (default 40%% of the 312 dense fp16 peak)")
     ap.add_argument("--out", type=Path, help="write the results as JSON here")
     args = ap.parse_args()
-    from ip2p_lib.dataset.shards import images_of, read_table
+    from ip2p_lib.dataset.shards import images_of, read_table, scores_of
     from ip2p_lib.filtering import PRESETS, select
     from ip2p_lib.p2p.evaluate import oracle_verdicts
 
@@ -88,7 +89,7 @@ def main() -> None:
     rows = yield_table(frame, good, PRESETS[args.thresholds], samples)
     from ip2p_lib.filtering.calibrate import filter_report, roc_auc
 
-    scores = {k: frame[k].to_numpy() for k in ("sim_0", "sim_1", "sim_direction", "sim_image")}
+    scores = scores_of(frame)
     groups = list(frame["triple_index"])
     aucs = {k: roc_auc(v, good) for k, v in scores.items()}
     print("AUC against the oracle:", {k: round(v, 3) for k, v in aucs.items()})

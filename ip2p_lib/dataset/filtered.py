@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from ip2p_lib.dataset.shards import read_table, write_shard
+from ip2p_lib.dataset.shards import read_table, scores_of, write_shard
 from ip2p_lib.filtering.filter import Thresholds, select
 
 RECORDS_PER_SHARD = 512
@@ -18,8 +18,7 @@ def filter_dataset(data: Path, out: Path, thresholds: Thresholds) -> dict[str, A
     frame = read_table(data)
     if len(frame) == 0:
         raise FileNotFoundError(f"no generated shards in {data}")
-    keep = select({k: frame[k].to_numpy() for k in ("sim_0", "sim_1", "sim_direction", "sim_image")},
-                  list(frame["triple_index"]), thresholds)
+    keep = select(scores_of(frame), list(frame["triple_index"]), thresholds)
     kept = frame[keep].reset_index(drop=True)
     for old in out.glob("part-*.parquet"):
         old.unlink()

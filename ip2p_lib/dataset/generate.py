@@ -24,7 +24,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -129,7 +129,6 @@ class RunStats:
     shards_done_before: int = 0
     seconds: float = 0.0
     passed: int = 0
-    scores: dict[str, list[float]] = field(default_factory=dict)
 
     @property
     def pairs_per_second(self) -> float:

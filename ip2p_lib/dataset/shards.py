@@ -18,9 +18,11 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ip2p_lib.filtering.scores import SCORE_NAMES
+
 HUB_COLUMNS = ("original_prompt", "original_image", "edit_prompt", "edited_prompt", "edited_image")
 META_COLUMNS = ("triple_index", "sample", "seed", "cfg", "p", "steps", "variant", "model")
-SCORE_COLUMNS = ("sim_0", "sim_1", "sim_direction", "sim_image")
+SCORE_COLUMNS = SCORE_NAMES  # the four CLIP scores, named as the filter names them
 IMAGE_COLUMNS = ("original_image", "edited_image")
 SHARD_GLOB = "part-*.parquet"
 
@@ -100,6 +102,11 @@ def load_hf(folder: str | Path, split: str = "train") -> Any:
     if not files:
         raise FileNotFoundError(f"no dataset shards ({SHARD_GLOB}) under {folder}")
     return load_dataset("parquet", data_files={split: [str(f) for f in files]}, split=split)
+
+
+def scores_of(frame: Any) -> dict[str, np.ndarray]:
+    """The four CLIP score columns of a DataFrame, as the filter takes them."""
+    return {name: frame[name].to_numpy() for name in SCORE_COLUMNS}
 
 
 def images_of(frame: Any, column: str) -> np.ndarray:
