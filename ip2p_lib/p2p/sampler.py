@@ -24,6 +24,7 @@ a short schedule gives sqrt of a negative number: diffusers #14213).
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Sequence
@@ -70,7 +71,7 @@ def draw_specs(caption_0: str, caption_1: str, n: int, rng: np.random.Generator,
 
 # ---------------------------------------------------------------- variants
 
-ControllerFactory = Callable[[Sequence[PairSpec], Any], Controller | None]
+ControllerFactory = Callable[[Sequence[PairSpec], Any], Controller]
 
 
 def _none(specs: Sequence[PairSpec], tokenizer: Any) -> Controller:
@@ -100,8 +101,7 @@ def make_controller(specs: Sequence[PairSpec], tokenizer: Any) -> Controller:
     (name,) = names
     if name not in VARIANTS:
         raise ValueError(f"unknown pair variant {name!r}; choose one of {', '.join(VARIANTS)}")
-    controller = VARIANTS[name](specs, tokenizer)
-    return controller if controller is not None else Controller()
+    return VARIANTS[name](specs, tokenizer)
 
 
 # ---------------------------------------------------------------- the sampler
@@ -196,22 +196,20 @@ def generate_batch(pipe: Any, specs: Sequence[PairSpec], controller: Controller 
 def generate_pairs(pipe: Any, specs: Sequence[PairSpec], batch_size: int = 32,
                    progress: Callable[[int], None] | None = None) -> PairImages:
     """All `specs`, `batch_size` pairs per UNet call, grouped by (steps, variant); results in input order."""
-    order = sorted(range(len(specs)), key=lambda i: (specs[i].steps, specs[i].variant))
+    def key(i: int) -> tuple[int, str]:
+        return specs[i].steps, specs[i].variant
+
     out0: list[np.ndarray | None] = [None] * len(specs)
     out1: list[np.ndarray | None] = [None] * len(specs)
     calls = 0
-    start = 0
-    while start < len(order):
-        key = (specs[order[start]].steps, specs[order[start]].variant)
-        end = start
-        while end < len(order) and end - start < batch_size and (specs[order[end]].steps, specs[order[end]].variant) == key:
-            end += 1
-        idx = order[start:end]
-        result = generate_batch(pipe, [specs[i] for i in idx])
-        calls += result.attention_calls
-        for j, i in enumerate(idx):
-            out0[i], out1[i] = result.image_0[j], result.image_1[j]
-        if progress is not None:
-            progress(len(idx))
-        start = end
+    for _, group in itertools.groupby(sorted(range(len(specs)), key=key), key=key):
+        members = list(group)
+        for start in range(0, len(members), batch_size):
+            idx = members[start:start + batch_size]
+            result = generate_batch(pipe, [specs[i] for i in idx])
+            calls += result.attention_calls
+            for j, i in enumerate(idx):
+                out0[i], out1[i] = result.image_0[j], result.image_1[j]
+            if progress is not None:
+                progress(len(idx))
     return PairImages(np.stack(out0), np.stack(out1), calls)  # type: ignore[arg-type]
