@@ -24,6 +24,7 @@ COMMAND_MODULES: list[str] = [
     "ip2p_lib.editor.cli",  # ip2p edit
     "ip2p_lib.text.cli",  # ip2p text
     "ip2p_lib.dataset.cli",  # ip2p pairs
+    "ip2p_lib.training.cli",  # ip2p train
     "ip2p_lib.toyworld.pretrain.cli",  # ip2p toy pretrain
 ]
 

@@ -4,6 +4,7 @@
     ip2p pairs filter --data data/generated/toy/pairs --out data/generated/toy/train --thresholds toy
     ip2p pairs oracle --triples data/generated/toy/triples.jsonl --out data/generated/toy/oracle
     ip2p pairs convert --from AUTHORS_FOLDER --out data/converted
+    ip2p pairs match --data data/generated/toy/oracle --like data/generated/toy/train --out data/generated/toy/oracle-matched
 
 `generate` keeps every sample with its four CLIP scores (kill it at any moment; the same
 command resumes); `filter` writes the samples that pass, at most 4 per caption pair; `oracle`
@@ -147,6 +148,20 @@ def _filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def _match(args: argparse.Namespace) -> int:
+    from ip2p_lib.dataset.filtered import match_caption_pairs
+
+    for option, folder in (("--data", args.data), ("--like", args.like)):
+        if not Path(folder).is_dir():
+            raise UserError(f"{option} {folder}: no such folder; give a folder of shards")
+    out = checks.output_folder(args.out, "--out")
+    try:
+        print(json.dumps(match_caption_pairs(Path(args.data), Path(args.like), out)))
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
+    return 0
+
+
 def _oracle(args: argparse.Namespace) -> int:
     checks.number(args.resolution, "--resolution", kind=int, minimum=8)
     out = _check_run_options(args)
@@ -223,6 +238,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         f.add_argument(f"--{name}", type=float, help=f"minimum {what} (default: the preset's)")
     f.add_argument("--keep-per-pair", type=int, help="samples kept per caption pair (default: the preset's, 4)")
     f.set_defaults(func=_filter)
+
+    m = cmds.add_parser("match", help="keep the samples whose caption pair another dataset also holds",
+                        description="Write the samples of --data whose caption pair (triple_index) --like also holds: "
+                        "e.g. oracle pairs for exactly the caption pairs the CLIP filter kept, to compare training "
+                        "on generated and on perfect pairs.")
+    m.add_argument("--data", type=Path, required=True, help="folder of shards to take samples from (required)")
+    m.add_argument("--like", type=Path, required=True, help="folder of shards whose caption pairs to keep (required)")
+    m.add_argument("--out", type=Path, required=True, help="folder for the matched shards (required)")
+    m.set_defaults(func=_match)
 
     o = cmds.add_parser("oracle", help="the miniature world's correct pairs for the triples, in the same format",
                         description="For each triple whose captions the miniature world reads, draw a scene the input "

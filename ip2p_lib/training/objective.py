@@ -131,35 +131,59 @@ def check_models(unet: Any, vae: Any, scheduler: Any) -> None:
 # ---------------------------------------------------------------- the loss
 
 
-def training_loss(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any, batch: dict,
-                  generator: torch.Generator | None = None, null: NullConditioning | None = None,
-                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The InstructPix2Pix loss of one batch (module docstring), and what it drew.
+@dataclass
+class EncodedBatch:
+    """A batch after the frozen encoders: what the loss needs, and nothing random yet.
 
-    `batch`: {"original", "edited": (B, 3, H, W) in [-1, 1], "edit_prompt": list of B str}, as
-    `dataset.training.load_for_training` yields it. `scheduler`: a DDPM-form scheduler (e.g.
-    `DDPMScheduler.from_config(...)`). `generator`: all random draws, in the order of the
-    module docstring. `null`: the null conditioning, computed once by the caller to save a
-    text-encoder call per step (default: computed here).
+    `target_mean`, `target_std` (B, C, h, w): the VAE posterior q(z | y) of the edited image, so
+    that the target latent can be SAMPLED per step; `image` (B, C, h, w): the posterior MODE of
+    the input image (unscaled); `text` (B, L, D): the instruction's text-encoder states. The
+    encoders are frozen, so a training set small enough can be encoded once (`training.data`)."""
 
-    Returns (loss, info), info = {"timesteps", "r", "drop_text", "drop_image"} (each (B,))."""
-    b = check_batch(batch)
-    check_models(unet, vae, scheduler)
-    device, dtype = unet.device, unet.dtype
+    target_mean: torch.Tensor
+    target_std: torch.Tensor
+    image: torch.Tensor
+    text: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.target_mean.shape[0]
+
+    def index(self, rows: Any) -> "EncodedBatch":
+        """The examples `rows` (a list or tensor of indices) of this batch."""
+        return EncodedBatch(self.target_mean[rows], self.target_std[rows], self.image[rows], self.text[rows])
+
+
+@torch.no_grad()
+def encode_batch(vae: Any, text_encoder: Any, tokenizer: Any, batch: dict) -> EncodedBatch:
+    """Run the frozen VAE (on both images) and text encoder (on the instructions) over `batch`."""
+    check_batch(batch)
     vae_device, vae_dtype = vae.device, vae.dtype
-    gen_device = generator.device if generator is not None else torch.device("cpu")
+    posterior = vae.encode(batch["edited"].to(vae_device, vae_dtype)).latent_dist        # q(z | y)
+    image = vae.encode(batch["original"].to(vae_device, vae_dtype)).latent_dist.mode()   # mode of q(z | x)
+    text = encode_prompts(text_encoder, tokenizer, batch["edit_prompt"])
+    return EncodedBatch(posterior.mean, posterior.std, image, text)
 
-    with torch.no_grad():  # the VAE and the text encoder are frozen
-        edited = batch["edited"].to(vae_device, vae_dtype)
-        original = batch["original"].to(vae_device, vae_dtype)
-        # (1) z_0 = sample of q(z | y) times s: the target latent, in the scaled space of z_t
-        z0 = vae.encode(edited).latent_dist.sample(generator) * vae.config.scaling_factor
-        # c_I = mode of q(z | x), NOT scaled (the authors' checkpoint, and ip2p_lib.editor, use it so)
-        image_cond = vae.encode(original).latent_dist.mode()
-        text_cond = encode_prompts(text_encoder, tokenizer, batch["edit_prompt"], device)
-        if null is None:
-            null = NullConditioning.from_encoder(text_encoder, tokenizer)
-    z0, image_cond, text_cond = z0.to(device, dtype), image_cond.to(device, dtype), text_cond.to(device, dtype)
+
+def sample_target(encoded: EncodedBatch, scaling_factor: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(1) z_0 = a sample of q(z | y), times the scaling factor: mean + std * eps, the draw
+    `DiagonalGaussianDistribution.sample(generator)` makes (same generator, same numbers)."""
+    mean = encoded.target_mean
+    gen_device = generator.device if generator is not None else mean.device
+    eps = torch.randn(mean.shape, generator=generator, device=gen_device, dtype=mean.dtype).to(mean.device)
+    return (mean + encoded.target_std * eps) * scaling_factor
+
+
+def loss_on_latents(unet: Any, scheduler: Any, encoded: EncodedBatch, scaling_factor: float,
+                    null: NullConditioning, generator: torch.Generator | None = None,
+                    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The loss of an encoded batch: draws (1)-(4) of the module docstring, then one UNet call."""
+    b = len(encoded)
+    bare = getattr(unet, "module", unet)  # a DistributedDataParallel wrapper forwards, the model knows its device
+    device, dtype = bare.device, bare.dtype
+    gen_device = generator.device if generator is not None else torch.device("cpu")
+    z0 = sample_target(encoded, scaling_factor, generator).to(device, dtype)   # (1) target latent, scaled
+    image_cond = encoded.image.to(device, dtype)                                 # c_I: mode, NOT scaled
+    text_cond = encoded.text.to(device, dtype)
 
     # (2) t ~ U{0, ..., T - 1}, one per example
     timesteps = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=generator,
@@ -180,3 +204,24 @@ def training_loss(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, schedu
     loss = F.mse_loss(pred.float(), target.float(), reduction="mean")  # || pred - target ||^2, mean
     info = {"timesteps": timesteps, "r": r, "drop_text": drop_text, "drop_image": drop_image}
     return loss, info
+
+
+def training_loss(unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any, batch: dict,
+                  generator: torch.Generator | None = None, null: NullConditioning | None = None,
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The InstructPix2Pix loss of one batch of images (module docstring), and what it drew.
+
+    `batch`: {"original", "edited": (B, 3, H, W) in [-1, 1], "edit_prompt": list of B str}, as
+    `dataset.training.load_for_training` yields it. `scheduler`: a DDPM-form scheduler (e.g.
+    `DDPMScheduler.from_config(...)`). `generator`: all random draws, in the order of the
+    module docstring. `null`: the null conditioning, computed once by the caller to save a
+    text-encoder call per step (default: computed here).
+
+    = `encode_batch` (the frozen encoders) then `loss_on_latents` (the random draws and the UNet).
+    Returns (loss, info), info = {"timesteps", "r", "drop_text", "drop_image"} (each (B,))."""
+    check_batch(batch)
+    check_models(unet, vae, scheduler)
+    encoded = encode_batch(vae, text_encoder, tokenizer, batch)
+    if null is None:
+        null = NullConditioning.from_encoder(text_encoder, tokenizer)
+    return loss_on_latents(unet, scheduler, encoded, vae.config.scaling_factor, null, generator)
