@@ -49,9 +49,16 @@ def _config(args: argparse.Namespace) -> "object":
 
 
 def _train(args: argparse.Namespace) -> int:
+    import datasets
+    import diffusers
     import torch
+    import transformers
 
     from ip2p_lib.training.trainer import train
+
+    diffusers.utils.logging.disable_progress_bar()  # one progress bar: the training steps
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
     if args.threads:
         torch.set_num_threads(checks.number(args.threads, "--threads", int, minimum=1))

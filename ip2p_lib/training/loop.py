@@ -169,6 +169,16 @@ def make_ema(model: torch.nn.Module, decay: float, warmup: str = "authors", powe
     raise ValueError(f"EMA warm-up must be one of {', '.join(EMA_WARMUPS)}, got {warmup!r}")
 
 
+def make_accelerator(mixed_precision: str = "no", **kwargs: Any) -> Any:
+    """An `accelerate.Accelerator` that also spans several CPU processes.
+
+    Without a GPU, Accelerator() in a process started by `accelerate launch --multi_gpu` /
+    torchrun stays single-process (accelerate 1.x); `cpu=True` makes it use gloo (MULTI_CPU)."""
+    from accelerate import Accelerator
+
+    return Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(), **kwargs)
+
+
 # ---------------------------------------------------------------- checkpoints on disk
 
 

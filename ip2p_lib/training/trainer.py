@@ -38,6 +38,7 @@ from ip2p_lib.training.objective import (
 
 INIT_KINDS = ("sd", "ip2p")
 CACHE_MODES = ("auto", "on", "off")
+REQUIRED_COLUMNS = ("original_image", "edited_image", "edit_prompt")
 
 
 @dataclass
@@ -203,6 +204,11 @@ def check_dataset(data: str | Path, resolution: int, flip: bool, split: str, see
     except (KeyError, ValueError) as err:
         raise UserError(f"{data}: not a training set with original_image, edited_image and edit_prompt "
                         f"columns ({type(err).__name__}: {str(err).splitlines()[0][:160]})") from err
+    columns = set(getattr(getattr(dataset.source, "table", None), "column_names", None) or REQUIRED_COLUMNS)
+    missing = [c for c in REQUIRED_COLUMNS if c not in columns]
+    if missing:
+        raise UserError(f"{data}: not a training set: it lacks column(s) {', '.join(missing)} "
+                        f"(it needs {', '.join(REQUIRED_COLUMNS)})")
     if len(dataset) == 0:
         raise UserError(f"{data}: the {split} split has no examples")
     return dataset
@@ -234,12 +240,11 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
     `snapshot_every`: also save the EMA UNet every so many steps under `run_dir/snapshots/`
     (notebook 05's grid of samples over training). Rerun the same call after a kill: it resumes
     from the last checkpoint and ends with the same weights."""
-    from accelerate import Accelerator
-
-    from ip2p_lib.training.loop import EpochSampler, LoopSettings, TrainLoop, check_config, constant_schedule, make_ema
+    from ip2p_lib.training.loop import (EpochSampler, LoopSettings, TrainLoop, check_config, constant_schedule,
+                                        make_accelerator, make_ema)
 
     run_dir = Path(run_dir) if run_dir is not None else Path(str(out) + ".run")
-    accelerator = accelerator or Accelerator(mixed_precision=config.mixed_precision)
+    accelerator = accelerator or make_accelerator(config.mixed_precision)
     models = load_models(config.init)
     resolution = config.resolution or models.native_resolution
     if resolution % (2 ** (len(models.vae.config.block_out_channels) - 1) * 2 ** (len(models.unet.config.block_out_channels) - 1)):
