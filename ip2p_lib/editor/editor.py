@@ -2,14 +2,17 @@
 
 `InstructPix2PixEditor.edit` is three steps a notebook can run one by one: `prepare` (image
 and instruction -> latents and conditionings), `denoise_step` (one sampler step with Eq. 3,
-see `ip2p_lib.guidance`), `decode` (latent -> pixels).
+see `ip2p_lib.guidance`), `decode` (latent -> pixels). `edit_batch` runs the same three steps
+on several images at once (one UNet call per step for all of them): each image keeps its own
+seeded generator, so its edit is the one `edit` gives it alone, up to float32 rounding.
 """
 
 from __future__ import annotations
 
+import inspect
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -54,23 +57,25 @@ class EditResult:
 
 @dataclass
 class PreparedEdit:
-    """What `InstructPix2PixEditor.prepare` makes and each `denoise_step` reads.
+    """What `InstructPix2PixEditor.prepare` (one image) or `prepare_batch` (B images) makes and
+    each `denoise_step` reads.
 
     `unet_in` is the UNet's input for the whole run, one row per branch, [z_t | E(c_I)]:
     rows (c_T, c_I), (0, c_I), (0, 0) with the image latent already in place (zero in the
     last row), or the single row (c_T, c_I) when guidance is off; each step writes z_t into
     its first channels. `hidden` holds the matching text rows [c_T, null, null] (or [c_T]).
+    With B images the rows go branch by branch, B rows each: [(c_T, c_I) x B, (0, c_I) x B, (0, 0) x B].
     """
 
-    unet_in: Any  # torch.Tensor (3 or 1, 2 c, h, w)
-    hidden: Any  # torch.Tensor (3 or 1, L, D)
+    unet_in: Any  # torch.Tensor (3 B or B, 2 c, h, w)
+    hidden: Any  # torch.Tensor (3 B or B, L, D)
     scheduler: Any  # a fresh diffusers scheduler, timesteps set
-    latents: Any  # z_T: N(0, I) noise times the sampler's initial sigma, (1, c, h, w)
-    generator: Any  # torch.Generator("cpu"): drew z_T, draws the sampler's noise
+    latents: Any  # z_T: N(0, I) noise times the sampler's initial sigma, (B, c, h, w)
+    generators: list[Any]  # one torch.Generator("cpu") per image: drew its z_T, draws its sampler noise
     step_kwargs: dict[str, Any]  # `generator` / `eta` where the scheduler's `step` takes them
     s_image: float  # s_I
     s_text: float  # s_T
-    seed: int
+    seeds: list[int]  # one per image
     input_size: tuple[int, int]  # (width, height) after sizing
 
     @property
@@ -79,9 +84,29 @@ class PreparedEdit:
         return self.scheduler.timesteps
 
     @property
+    def batch_size(self) -> int:
+        """B, the number of images edited together."""
+        return int(self.latents.shape[0])
+
+    @property
+    def branches(self) -> int:
+        """UNet rows per image per step: 3 (Eq. 3) or 1 (guidance off)."""
+        return int(self.unet_in.shape[0]) // self.batch_size
+
+    @property
     def all_branches(self) -> bool:
         """Whether each step runs the three branches of Eq. 3 (else only e(z, c_I, c_T))."""
-        return self.unet_in.shape[0] == 3
+        return self.branches == 3
+
+    @property
+    def seed(self) -> int:
+        """The first image's seed (the only one, after `prepare`)."""
+        return self.seeds[0]
+
+    @property
+    def generator(self) -> Any:
+        """The first image's generator (the only one, after `prepare`)."""
+        return self.generators[0]
 
 
 class InstructPix2PixEditor:
@@ -141,9 +166,11 @@ class InstructPix2PixEditor:
             return self.vae_scale_factor * 2 ** (len(self.unet.config.block_out_channels) - 1)
         return self.vae_scale_factor
 
-    def encode_text(self, instruction: str) -> Any:
-        """CLIP hidden states of [instruction, ""] (c_T and the null text), shape (2, L, D)."""
-        return encode_prompts(self.text_encoder, self.tokenizer, [instruction, ""], self.device).to(self.dtype)
+    def encode_text(self, instruction: str | Sequence[str]) -> Any:
+        """CLIP hidden states of [instruction, ""] (c_T and the null text), shape (2, L, D); for B
+        instructions [*instructions, ""], shape (B + 1, L, D)."""
+        texts = [instruction] if isinstance(instruction, str) else list(instruction)
+        return encode_prompts(self.text_encoder, self.tokenizer, [*texts, ""], self.device).to(self.dtype)
 
     def encode_image(self, pixels: Any) -> Any:
         """E(c_I): the VAE posterior mode of pixels in [-1, 1], unscaled (the authors' quirk)."""
@@ -176,40 +203,73 @@ class InstructPix2PixEditor:
 
         Arguments as `edit`'s (which checks them). The random draws happen in diffusers' order
         (z_T first, then the sampler's noise), from `torch.Generator("cpu").manual_seed(seed)`.
+        `prepare_batch` with one image.
         """
-        import inspect
+        return self.prepare_batch([image], [instruction], steps=steps, s_text=s_text, s_image=s_image, seeds=[seed],
+                                  scheduler=scheduler, resolution=resolution, sizing=sizing,
+                                  guidance_rule=guidance_rule, eta=eta)
 
+    def prepare_batch(
+        self,
+        images: Sequence[Any],
+        instructions: Sequence[str],
+        steps: int = PAPER_STEPS,
+        s_text: float = PAPER_TEXT_GUIDANCE,
+        s_image: float = PAPER_IMAGE_GUIDANCE,
+        seeds: Sequence[int | None] | None = None,
+        scheduler: str = "euler_ancestral",
+        resolution: int | None = None,
+        sizing: str = "authors",
+        guidance_rule: str = "paper",
+        eta: float = 0.0,
+    ) -> PreparedEdit:
+        """`prepare` for B images (of one size after sizing), each with its instruction and seed.
+
+        Image i's draws come from its own `torch.Generator("cpu").manual_seed(seeds[i])` in the
+        order `prepare` makes them, so row i of the batch is the edit `prepare` gives image i alone.
+        """
         import torch
 
         from ip2p_lib.editor.imageprep import resize_for_model, to_model_tensor, to_rgb
 
-        seed = random.randrange(2**31) if seed is None else int(seed)
-        generator = torch.Generator("cpu").manual_seed(seed)
-        three = uses_all_branches(s_image=s_image, s_text=s_text, rule=guidance_rule)
+        seeds = [None] * len(images) if seeds is None else list(seeds)
+        if len(images) == 0 or not len(images) == len(instructions) == len(seeds):
+            raise ValueError(f"give one instruction and one seed per image: {len(images)} images, "
+                             f"{len(instructions)} instructions, {len(seeds)} seeds")
+        seeds = [random.randrange(2**31) if s is None else int(s) for s in seeds]
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        b = len(images)
+        branches = 3 if uses_all_branches(s_image=s_image, s_text=s_text, rule=guidance_rule) else 1
 
         with torch.inference_mode():
-            rgb = resize_for_model(to_rgb(image), resolution or self.native_resolution, sizing, self.size_multiple(sizing))
-            text = self.encode_text(instruction)  # rows: [c_T, null text]
-            image_latent = self.encode_image(to_model_tensor(rgb))  # E(c_I), unscaled
+            side, multiple = resolution or self.native_resolution, self.size_multiple(sizing)
+            rgbs = [resize_for_model(to_rgb(im), side, sizing, multiple) for im in images]
+            sizes = sorted({rgb.size for rgb in rgbs})
+            if len(sizes) > 1:
+                raise UserError(f"the images of one batch must have one size after sizing; got {sizes}")
+            text = self.encode_text(instructions)  # rows: c_T of each image, then the null text
+            image_latent = self.encode_image(to_model_tensor(rgbs))  # E(c_I), unscaled, (B, c, h, w)
             c = image_latent.shape[1]
 
-            # the UNet's input for the whole run: [z_t | image latent], one row per branch;
-            # branches [(c_T, c_I), (0, c_I), (0, 0)], or only (c_T, c_I) when guidance is off
-            rows = 3 if three else 1
-            hidden = text[[0, 1, 1]] if three else text[:1]
-            unet_in = image_latent.new_zeros((rows, 2 * c, *image_latent.shape[2:]))
-            unet_in[:2, c:] = image_latent  # rows (c_T, c_I), (0, c_I); the (0, 0) row keeps a zero latent
+            # the UNet's input for the whole run: [z_t | image latent], branch by branch, B rows each:
+            # [(c_T, c_I), (0, c_I), (0, 0)], or only (c_T, c_I) when guidance is off
+            unet_in = image_latent.new_zeros((branches * b, 2 * c, *image_latent.shape[2:]))  # z_t slots: filled per step
+            with_image = b * min(branches, 2)  # rows (c_T, c_I), (0, c_I); the (0, 0) rows keep a zero latent
+            unet_in[:with_image, c:] = image_latent.repeat(with_image // b, 1, 1, 1)
+            hidden = text[list(range(b)) + [b] * (b * (branches - 1))]  # [c_T x B, null x B, null x B]; [0, 1, 1] for one
 
             sched = make_scheduler(scheduler, self.scheduler_config)
             sched.set_timesteps(int(steps), device=self.device)
             step_params = set(inspect.signature(sched.step).parameters)
-            step_kwargs = {k: v for k, v in (("generator", generator), ("eta", eta)) if k in step_params}
+            # a list of generators: diffusers' samplers draw row i's noise from generator i
+            step_kwargs = {k: v for k, v in (("generator", generators), ("eta", eta)) if k in step_params}
 
             shape = (1, c, image_latent.shape[2], image_latent.shape[3])
-            latents = torch.randn(shape, generator=generator, dtype=self.dtype).to(self.device)  # z_T ~ N(0, I)
+            noise = [torch.randn(shape, generator=g, dtype=self.dtype) for g in generators]  # z_T ~ N(0, I), per image
+            latents = torch.cat(noise).to(self.device)
             latents = latents * sched.init_noise_sigma
-        return PreparedEdit(unet_in, hidden, sched, latents, generator, step_kwargs,
-                            s_image=float(s_image), s_text=float(s_text), seed=seed, input_size=rgb.size)
+        return PreparedEdit(unet_in, hidden, sched, latents, generators, step_kwargs,
+                            s_image=float(s_image), s_text=float(s_text), seeds=seeds, input_size=rgbs[0].size)
 
     def denoise_step(self, state: PreparedEdit, latents: Any, t: Any) -> Any:
         """One sampler step z_t -> z_{t-1}: the branches as one UNet batch, Eq. 3, the sampler's update."""
@@ -217,7 +277,8 @@ class InstructPix2PixEditor:
 
         with torch.inference_mode():
             c = latents.shape[1]
-            state.unet_in[:, :c] = state.scheduler.scale_model_input(latents, t)  # z_t in every row, scaled for the sampler
+            z_in = state.scheduler.scale_model_input(latents, t)  # z_t, scaled for the sampler
+            state.unet_in[:, :c] = z_in.repeat(state.branches, 1, 1, 1)  # the same z_t in every branch's rows
             eps = self.unet(state.unet_in, t, encoder_hidden_states=state.hidden, return_dict=False)[0]
             if state.all_branches:
                 eps_text_image, eps_image, eps_uncond = eps.chunk(3)  # e(z,c_I,c_T), e(z,c_I,0), e(z,0,0)
@@ -247,18 +308,45 @@ class InstructPix2PixEditor:
         (see `ip2p_lib.editor.imageprep`); `guidance_rule` is explained in `uses_all_branches`.
         The same as `prepare`, `denoise_step` for each timestep, `decode`.
         """
-        check_edit_arguments(instruction, steps, s_T=s_text, s_I=s_image)
+        return self.edit_batch([image], [instruction], steps=steps, s_text=s_text, s_image=s_image, seeds=[seed],
+                               scheduler=scheduler, resolution=resolution, sizing=sizing, guidance_rule=guidance_rule,
+                               eta=eta, progress=progress)[0]
+
+    def edit_batch(
+        self,
+        images: Sequence[Any],
+        instructions: Sequence[str],
+        steps: int = PAPER_STEPS,
+        s_text: float = PAPER_TEXT_GUIDANCE,
+        s_image: float = PAPER_IMAGE_GUIDANCE,
+        seeds: Sequence[int | None] | None = None,
+        scheduler: str = "euler_ancestral",
+        resolution: int | None = None,
+        sizing: str = "authors",
+        guidance_rule: str = "paper",
+        eta: float = 0.0,
+        progress: bool = False,
+    ) -> list[EditResult]:
+        """`edit` for several images at once (one size after sizing), one instruction and one seed
+        each: `prepare_batch`, `denoise_step` for each timestep (one UNet call for all B images),
+        `decode`. Result i equals `edit(images[i], instructions[i], seed=seeds[i], ...)` up to
+        float32 rounding (the batched matrix products sum in another order)."""
+        for instruction in instructions:
+            check_edit_arguments(instruction, steps, s_T=s_text, s_I=s_image)
         from PIL import Image
         from tqdm.auto import tqdm
 
-        state = self.prepare(image, instruction, steps=steps, s_text=s_text, s_image=s_image,
-                             seed=seed, scheduler=scheduler, resolution=resolution, sizing=sizing,
-                             guidance_rule=guidance_rule, eta=eta)
+        state = self.prepare_batch(images, instructions, steps=steps, s_text=s_text, s_image=s_image,
+                                   seeds=seeds, scheduler=scheduler, resolution=resolution, sizing=sizing,
+                                   guidance_rule=guidance_rule, eta=eta)
         latents = state.latents  # z_T
         for t in tqdm(state.timesteps, desc="edit", disable=not progress, leave=False):
             latents = self.denoise_step(state, latents, t)  # z_t -> z_{t-1}
         check_finite_latents(latents, scheduler, steps)
         pixels = self.decode(latents)  # z_0 -> [0, 1]
-        array = pixels[0].permute(1, 2, 0).float().cpu().numpy()
-        picture = Image.fromarray((array * 255).round().astype("uint8"))
-        return EditResult(picture, array, latents, state.seed, state.input_size)
+        results = []
+        for i, seed in enumerate(state.seeds):
+            array = pixels[i].permute(1, 2, 0).float().cpu().numpy()
+            picture = Image.fromarray((array * 255).round().astype("uint8"))
+            results.append(EditResult(picture, array, latents[i:i + 1], seed, state.input_size))
+        return results

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -97,11 +98,13 @@ def resize_for_model(img: Image.Image, resolution: int, rule: str = "authors", m
     return img.resize(size, resample=Image.Resampling.LANCZOS)
 
 
-def to_model_tensor(img: Image.Image):
-    """8-bit RGB -> float tensor (1, 3, H, W) in [-1, 1], the VAE's input convention."""
+def to_model_tensor(img: Image.Image | Sequence[Image.Image]):
+    """8-bit RGB image(s) of one size -> float tensor (B, 3, H, W) in [-1, 1], the VAE's input
+    convention (B = 1 for a single image)."""
     import torch
 
-    arr = np.asarray(img).astype(np.float32)[None] / 255.0  # (1, H, W, 3), as diffusers' pil_to_numpy
+    images = [img] if isinstance(img, Image.Image) else list(img)
+    arr = np.stack([np.asarray(i) for i in images]).astype(np.float32) / 255.0  # (B, H, W, 3), as diffusers' pil_to_numpy
     # a channels-last view, the same memory layout as diffusers' `numpy_to_pt`: convolution
     # kernels are chosen by layout, and a contiguous copy would differ in the last bits
     return 2.0 * torch.from_numpy(arr.transpose(0, 3, 1, 2)) - 1.0
