@@ -26,10 +26,26 @@ def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
+def load_editor(folder: str, parts: str, device: str) -> object:
+    """An editor for an InstructPix2Pix folder, or for a bare UNet folder with the parts of `parts`."""
+    from ip2p_lib.editor import InstructPix2PixEditor
+
+    if (Path(folder) / "model_index.json").exists() or not (Path(folder) / "config.json").exists():
+        return InstructPix2PixEditor.from_pretrained(folder, device=device)
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
+    pipe = StableDiffusionPipeline.from_pretrained(parts, safety_checker=None, requires_safety_checker=False).to(device)
+    return InstructPix2PixEditor(unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, device)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=[], metavar="NAME=FOLDER",
-                        help="InstructPix2Pix folders to evaluate, each with a name for the table")
+                        help="InstructPix2Pix folders to evaluate, each with a name for the table; a bare UNet "
+                        "folder (a training snapshot, `ip2p train --snapshot-every`) takes the other parts from --parts")
+    parser.add_argument("--parts", default="data/toy/models/sd",
+                        help="where a bare UNet's VAE, text encoder, tokenizer and scheduler come from")
     parser.add_argument("--n", type=int, default=500, help="held-out cases (n / 5 of each kind)")
     parser.add_argument("--seed", type=int, default=0, help="draws the cases; case i is edited with seed + i")
     parser.add_argument("--exclude-data", default=DEFAULT_EXCLUDE,
@@ -71,7 +87,7 @@ def main() -> None:
 
     reports = [no_edit(cases), oracle_target(cases)]
     for name, folder in models.items():
-        editor = InstructPix2PixEditor.from_pretrained(folder, device=args.device)
+        editor = load_editor(folder, args.parts, args.device)
         for s_T, s_I in guidance:
             label = name if len(guidance) == 1 else f"{name} s_T={s_T:g} s_I={s_I:g}"
             reports.append(evaluate_edits(editor, cases, s_T=s_T, s_I=s_I, steps=args.steps, seed=args.seed,
