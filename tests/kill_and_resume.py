@@ -1,11 +1,14 @@
-"""Test helpers for "a resumed run writes what an uninterrupted run writes": simulated kills
-and a fake back end that is as sensitive to its batch as a model can be."""
+"""Test helpers for "a resumed run writes what an uninterrupted run writes": simulated and real
+kills, and a fake back end that is as sensitive to its batch as a model can be."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
 import zlib
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 
@@ -15,6 +18,29 @@ from ip2p_lib.text.generate import GenerationStats, generate_triples
 
 class Killed(Exception):
     """A simulated SIGKILL."""
+
+
+def raise_killed() -> None:
+    """A simulated kill: raise `Killed`."""
+    raise Killed
+
+
+def sigkill() -> None:
+    """A real kill: SIGKILL to this process, so nothing after it runs (no `finally`, no flush)."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def dying_at_call(fn: Callable[..., Any], nth: int, die: Callable[[], None] = raise_killed) -> Callable[..., Any]:
+    """`fn`, except that its `nth` call (1-based) dies (`die()`) before doing anything."""
+    calls = [0]
+
+    def dying(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] == nth:
+            die()
+        return fn(*args, **kwargs)
+
+    return dying
 
 
 class BatchSensitiveBackend:

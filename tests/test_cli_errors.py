@@ -124,7 +124,14 @@ def _another_run(monkeypatch, tmp_path):
     (tmp_path / "pairs" / "run.json").write_text(json.dumps({"model": "some/other-model"}))
 
 
-SETUP = {"pre-sd-without-vae": _no_toy_models, "pairs-out-another-run": _another_run}  # rows that need more than files
+def _old_pretrain_run(monkeypatch, tmp_path):
+    """A run folder left by the pretraining loop before TrainLoop (one `checkpoint.pt`)."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
+
+
+SETUP = {"pre-sd-without-vae": _no_toy_models, "pairs-out-another-run": _another_run,
+         "pre-run-dir-of-the-old-loop": _old_pretrain_run}  # rows that need more than files
 
 
 EDIT = ["edit", "{image}", "make it blue", "-o", "{tmp}/out.png", "--model", "{ip2p}"]
@@ -219,6 +226,8 @@ ROWS = [
     ("pre-eval-only-no-checkpoint", [*PRE, "sd", "--eval-only", "--run-dir", "{empty_dir}"], "ip2p toy pretrain",
      ["no checkpoint in"]),
     ("pre-eval-only-not-sd", [*PRE, "lm", "--eval-only"], "ip2p toy pretrain", ["--eval-only is for"]),
+    ("pre-run-dir-of-the-old-loop", [*PRE, "vae", *RUN], "ip2p toy pretrain",
+     ["{tmp}/run/checkpoint.pt was written by the old pretraining loop", "use a new --run-dir"]),
     ("pre-unknown-model", [*PRE, "gpt"], "ip2p toy pretrain", ["invalid choice: 'gpt'"]),
     # ip2p edit
     ("edit-steps-zero", [*EDIT, "--steps", "0"], "ip2p edit", ["steps must be at least 1"]),

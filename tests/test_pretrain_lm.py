@@ -7,6 +7,7 @@ import pytest
 from ip2p_lib.text.evaluate import caption_difference
 from ip2p_lib.toyworld import parse_caption
 from ip2p_lib.toyworld.pretrain.lm import document, evaluate_lm, series, train_lm, train_tokenizer
+from tests.kill_and_resume import Killed, dying_at_call
 from tests.pretrain_tiny import tiny_lm
 
 
@@ -45,3 +46,24 @@ def test_tiny_lm_lowers_its_loss(tmp_path):
     assert np.mean(state.losses[-3:]) < np.mean(state.losses[:3])
     m = evaluate_lm(model, tok, n_docs=50, n_samples=4)
     assert m["heldout_perplexity"] > 1 and 0 <= m["samples_parse"] <= 1
+
+
+def test_a_killed_lm_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """GPT-2's dropout draws from torch's global generator, restored with the checkpoint, and its
+    output layer shares the embedding's tensor: both survive a resume bit for bit."""
+    import torch
+
+    from ip2p_lib.toyworld.pretrain import lm
+
+    full, _, full_state = train_lm(tiny_lm(steps=4), tmp_path / "full", progress=False)
+    assert full.config.resid_pdrop > 0 and full.lm_head.weight is full.transformer.wte.weight
+    real = lm.encode_docs  # called once a step: dies in step 2, after checkpoints at steps 1 and 2
+    monkeypatch.setattr(lm, "encode_docs", dying_at_call(real, 3))
+    with pytest.raises(Killed):
+        train_lm(tiny_lm(steps=4), tmp_path / "killed", progress=False, checkpoint_every_s=0)
+    monkeypatch.setattr(lm, "encode_docs", real)
+    resumed, _, state = train_lm(tiny_lm(steps=4), tmp_path / "killed", progress=False)
+    assert state.losses == full_state.losses
+    assert resumed.lm_head.weight is resumed.transformer.wte.weight
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -56,7 +56,7 @@ def test_folder_loads_offline_in_fp32_and_three_samplers_work(tiny_parts, traine
 
     vae, text, tok, _ = tiny_parts
     cfg, unet, ema, _ = trained
-    ema.copy_to(unet)
+    ema.copy_to(unet.parameters())
     save_pipeline(assemble(unet, vae, text, tok, cfg), tmp_path)
     pipe = StableDiffusionPipeline.from_pretrained(tmp_path, local_files_only=True)
     assert pipe.unet.dtype == torch.float32 and pipe.text_encoder.dtype == torch.float32

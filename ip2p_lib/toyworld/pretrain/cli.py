@@ -1,7 +1,7 @@
 """`ip2p toy pretrain {clip,vae,sd,lm,all}`: train the miniature world's stand-ins.
 
-Each command is resumable: it keeps a checkpoint in `--run-dir` (default
-`runs/toy_pretrain/<model>/`) and running the same command again continues from it.
+Each command is resumable: it keeps `checkpoint-<step>` folders in `--run-dir` (default
+`runs/toy_pretrain/<model>/`) and running the same command again continues from the last.
 With `--out` (default: the committed folder under `data/toy/models/`) the finished model is
 exported there with its model card.
 """
@@ -16,6 +16,7 @@ from ip2p_lib.infra import checks
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.infra.models import TOY_MODELS, toy_model_dir
 from ip2p_lib.infra.paths import repo_root
+from ip2p_lib.toyworld.pretrain.common import check_run_dir
 
 MODELS = ("vae", "clip", "lm", "sd")
 INIT_FROM = ("clip", "sd")  # the models that can continue from an exported one (`--init-from`)
@@ -83,11 +84,9 @@ def _check(args: argparse.Namespace, models: tuple[str, ...]) -> list[tuple[str,
         run_dir = args.run_dir if (args.run_dir and len(models) == 1) else None
         run_dir = run_dir or (args.run_dir / model if args.run_dir else default_run_dir(model))
         out = None if args.no_export else (args.out if (args.out and len(models) == 1) else default_out(model))
-        if args.eval_only:
-            if not (Path(run_dir) / "checkpoint.pt").exists():
-                raise UserError(f"no checkpoint in {run_dir}; start the run with `ip2p toy pretrain sd` first")
-        else:
+        if not args.eval_only:
             checks.output_folder(run_dir, "--run-dir")
+        check_run_dir(Path(run_dir), need_checkpoint=args.eval_only)
         if out is not None:
             checks.output_folder(out, "--out")
         plan.append((model, Path(run_dir), out))

@@ -37,6 +37,7 @@ from ip2p_lib.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, Scene, caption
 from ip2p_lib.toyworld.captions import random_caption_variant
 from ip2p_lib.toyworld.scene import REGIONS, at_region
 from ip2p_lib.toyworld.pretrain import common
+from ip2p_lib.training.loop import RunState, warmup_cosine
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes, scene_batch
 
 MODEL_NAME = "toy-clip"
@@ -150,7 +151,7 @@ def load_init_weights(model: Any, folder: Path) -> None:
     model.load_state_dict(state)
 
 
-def train_clip(cfg: CLIPConfig, run_dir: Path, progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, Any, common.RunState]:
+def train_clip(cfg: CLIPConfig, run_dir: Path, progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, Any, RunState]:
     """Train (or resume) toy CLIP in `run_dir`; returns the model, its tokenizer and run state."""
     import open_clip
     from open_clip.loss import ClipLoss
@@ -165,7 +166,7 @@ def train_clip(cfg: CLIPConfig, run_dir: Path, progress: bool = True, checkpoint
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay}, {"params": rest, "weight_decay": 0.0}],
                             lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, common.warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
 
     def step_fn(step: int) -> torch.Tensor:
         rng, _ = common.step_rng(cfg.seed, step)

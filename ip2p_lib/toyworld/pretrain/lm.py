@@ -35,6 +35,7 @@ from ip2p_lib.toyworld import (EDIT_KINDS, CaptionParseError, Scene, apply, capt
                                sample_edit, sample_scene)
 from ip2p_lib.toyworld.captions import POSITION_PHRASES, SIZE_WORDS, random_caption_variant
 from ip2p_lib.toyworld.pretrain import common
+from ip2p_lib.training.loop import RunState, warmup_cosine
 
 EOS = "<|endoftext|>"
 
@@ -146,13 +147,13 @@ def encode_docs(tokenizer: Any, docs: list[str]) -> tuple[torch.Tensor, torch.Te
     return x, labels
 
 
-def train_lm(cfg: LMConfig, run_dir: Path, progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, Any, common.RunState]:
+def train_lm(cfg: LMConfig, run_dir: Path, progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, Any, RunState]:
     """Train (or resume) the LM in `run_dir`. The tokenizer is retrained deterministically."""
     common.seed_everything(cfg.seed)
     tokenizer = train_tokenizer(cfg)
     model = build_lm(cfg, len(tokenizer))
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, common.warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
 
     def step_fn(step: int) -> torch.Tensor:
         rng, _ = common.step_rng(cfg.seed, step)

@@ -21,7 +21,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +29,10 @@ import torch.nn.functional as F
 from ip2p_lib.infra.prompts import encode_prompts
 from ip2p_lib.toyworld.pretrain import common, sd_assemble
 from ip2p_lib.toyworld.pretrain.data import captioned_batch
+from ip2p_lib.training.loop import RunState, TrainLoop, make_ema, warmup_cosine
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 
 @dataclass
@@ -112,22 +116,38 @@ def diffusion_loss(unet: Any, scheduler: Any, z0: torch.Tensor, cond: torch.Tens
     return (weight * per_example).mean()
 
 
-def train_unet(cfg: SDConfig, vae: Any, text_encoder: Any, tokenizer: Any, run_dir: Path,
-               progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, common.EMA, common.RunState]:
-    """Train (or resume) the UNet on frozen VAE latents and frozen text features."""
-    common.seed_everything(cfg.seed)
-    vae.eval().requires_grad_(False)
-    text_encoder.eval().requires_grad_(False)
-    unet = build_unet(cfg, text_encoder.config.hidden_size, vae.config.latent_channels)
+def unet_loop(cfg: SDConfig, cross_attention_dim: int, latent_channels: int, run_dir: Path,
+              progress: bool = True, checkpoint_every_s: float = 180.0) -> TrainLoop:
+    """A fresh (or `cfg.init_from`) UNet with its AdamW, warm-up/cosine schedule and EMA, in the
+    training loop of `run_dir`.
+
+    The EMA is diffusers' `EMAModel` with its default warm-up: update 1 copies the weights,
+    update n >= 2 uses decay min(ema_decay, n / (n + 9)). It averages parameters only, which for
+    this UNet is all of its weights (it has no buffers; tests/test_pretrain_sd.py checks)."""
+    unet = build_unet(cfg, cross_attention_dim, latent_channels)
     if cfg.init_from:
         from diffusers import UNet2DConditionModel
 
         unet.load_state_dict(UNet2DConditionModel.from_pretrained(Path(cfg.init_from) / "unet",
                                                                   torch_dtype=torch.float32).state_dict())
-    scheduler = train_noise_scheduler(cfg)
-    ema = common.EMA(unet, cfg.ema_decay)
+    ema = make_ema(unet, cfg.ema_decay)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, common.warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
+    return common.make_loop(unet, opt, sched, cfg.steps, Path(run_dir), cfg.to_dict(), ema=ema, desc="unet",
+                            progress=progress, checkpoint_every_s=checkpoint_every_s)
+
+
+def train_unet(cfg: SDConfig, vae: Any, text_encoder: Any, tokenizer: Any, run_dir: Path,
+               progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, EMAModel, RunState]:
+    """Train (or resume) the UNet on frozen VAE latents and frozen text features; returns the
+    UNet (its training weights), its EMA and the run's state."""
+    common.seed_everything(cfg.seed)
+    vae.eval().requires_grad_(False)
+    text_encoder.eval().requires_grad_(False)
+    loop = unet_loop(cfg, text_encoder.config.hidden_size, vae.config.latent_channels, run_dir, progress,
+                     checkpoint_every_s)
+    unet = loop.unwrapped
+    scheduler = train_noise_scheduler(cfg)
 
     def step_fn(step: int) -> torch.Tensor:
         rng, gen = common.step_rng(cfg.seed, step)
@@ -138,9 +158,8 @@ def train_unet(cfg: SDConfig, vae: Any, text_encoder: Any, tokenizer: Any, run_d
         cond = encode_prompts(text_encoder, tokenizer, captions)
         return diffusion_loss(unet, scheduler, z0, cond, gen, cfg.min_snr_gamma)
 
-    state = common.train(step_fn, unet, opt, sched, cfg.steps, Path(run_dir), cfg.to_dict(), ema=ema,
-                         desc="unet", progress=progress, checkpoint_every_s=checkpoint_every_s)
-    return unet.eval(), ema, state
+    state = loop.run(lambda step, micro: step_fn(step))
+    return unet.eval(), loop.ema, state
 
 
 def default_config() -> SDConfig:
@@ -154,16 +173,18 @@ def main(run_dir: Path, out: Path | None, cfg: SDConfig, threads: int = 2, progr
     torch.set_num_threads(threads)
     vae, text_encoder, tokenizer = sd_assemble.frozen_parts(vae_dir, clip_dir)
     unet, ema, state = train_unet(cfg, vae, text_encoder, tokenizer, Path(run_dir), progress=progress)
-    ema.copy_to(unet)
+    ema.copy_to(unet.parameters())
     return sd_assemble.finish(cfg, unet, vae, text_encoder, tokenizer, state, out, threads)
 
 
 def evaluate_checkpoint(cfg: Any, run_dir: Path, out: Path | None, threads: int = 2) -> dict[str, Any]:
-    """Interim export of a running/stopped UNet run: its EMA weights, assembled and judged."""
+    """Interim export of a running/stopped UNet run: the EMA weights of its last checkpoint,
+    assembled and judged."""
+    common.check_run_dir(run_dir, need_checkpoint=True)
     torch.set_num_threads(threads)
-    blob = torch.load(Path(run_dir) / common.CHECKPOINT, map_location="cpu", weights_only=False)
     vae, text_encoder, tokenizer = sd_assemble.frozen_parts()
-    unet = build_unet(cfg, text_encoder.config.hidden_size, vae.config.latent_channels)
-    unet.load_state_dict(blob["ema"]["shadow"])
-    state = common.RunState(**blob["state"])
-    return sd_assemble.finish(cfg, unet.eval(), vae, text_encoder, tokenizer, state, out, threads, interim=state.step < cfg.steps)
+    loop = unet_loop(cfg, text_encoder.config.hidden_size, vae.config.latent_channels, run_dir, progress=False)
+    loop.resume()
+    unet = loop.ema_weights_to(loop.unwrapped).eval()
+    return sd_assemble.finish(cfg, unet, vae, text_encoder, tokenizer, loop.state, out, threads,
+                              interim=loop.state.step < cfg.steps)

@@ -21,6 +21,7 @@ import torch
 from ip2p_lib.toyworld import attribute_accuracy, random_caption
 from ip2p_lib.toyworld.pretrain import common
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes
+from ip2p_lib.training.loop import RunState
 
 GUIDANCE_SCALE = 5.0
 NUM_STEPS = 30
@@ -201,7 +202,7 @@ def save_grid(images: np.ndarray, prompts: list[str], path: Path, n: int = 6) ->
     return path
 
 
-def finish(cfg: Any, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, state: common.RunState,
+def finish(cfg: Any, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, state: RunState,
            out: Path | None, threads: int, interim: bool = False) -> dict[str, Any]:
     """Assemble, save (if `out`), reload from disk, evaluate with the oracle, write the card."""
     from diffusers import StableDiffusionPipeline

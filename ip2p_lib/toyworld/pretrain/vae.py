@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from ip2p_lib.toyworld import attribute_accuracy, render
 from ip2p_lib.toyworld.pretrain import common
+from ip2p_lib.training.loop import RunState, warmup_cosine
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes, images_to_tensor, scene_batch, tensor_to_images
 
 
@@ -69,12 +70,12 @@ def vae_loss(vae: Any, x: torch.Tensor, kl_weight: float) -> torch.Tensor:
     return F.l1_loss(recon, x) + F.mse_loss(recon, x) + kl_weight * posterior.kl().mean()
 
 
-def train_vae(cfg: VAEConfig, run_dir: Path, progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, common.RunState]:
+def train_vae(cfg: VAEConfig, run_dir: Path, progress: bool = True, checkpoint_every_s: float = 180.0) -> tuple[Any, RunState]:
     """Train (or resume training) the autoencoder in `run_dir`; returns the model and its run state."""
     common.seed_everything(cfg.seed)
     vae = build_vae(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, common.warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, warmup_cosine(cfg.warmup, cfg.steps, cfg.lr_floor))
 
     def step_fn(step: int) -> torch.Tensor:
         rng, _ = common.step_rng(cfg.seed, step)
