@@ -53,6 +53,15 @@ SD15_VAE_CONFIG: dict[str, Any] = {
     "down_block_types": ("DownEncoderBlock2D",) * 4,
     "up_block_types": ("UpDecoderBlock2D",) * 4,
 }
+# SD 1.5's text encoder, OpenAI CLIP ViT-L/14's text tower (SD_FULL's text_encoder/config.json, the keys
+# that differ from transformers' CLIPTextConfig defaults): 12 layers of width 768, 77 tokens.
+SD15_TEXT_ENCODER_CONFIG: dict[str, Any] = {
+    "hidden_size": 768,
+    "intermediate_size": 3072,
+    "num_attention_heads": 12,
+    "num_hidden_layers": 12,
+    "projection_dim": 768,
+}
 
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub.constants.ENV_VARS_TRUE_VALUES
 

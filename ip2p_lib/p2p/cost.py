@@ -6,7 +6,7 @@ of a 64x64x4 latent), then one VAE decode per image:
 
     FLOPs per pair = steps * 4 * unet_row + 2 * vae_decode
 
-`sd_flops` counts one UNet row and one decode with PyTorch's `FlopCounterMode`; `sd15_flops` does it
+`sd_flops` counts one UNet row and one decode with PyTorch's `FlopCounterMode` (`count_flops`); `sd15_flops` does it
 for SD 1.5 on the meta device: the models are built without weights and nothing is computed, so the
 count needs no download and takes seconds. (Notebook 02 counts toy SD's the same way, on the CPU.) The counter counts the matrix products and convolutions (2 FLOPs per multiply-add),
 which are nearly all of the work; norms, activations and softmax are left out.
@@ -18,7 +18,7 @@ released clip-filtered set.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from ip2p_lib.infra.models import SD15_UNET_CONFIG, SD15_VAE_CONFIG
 from ip2p_lib.p2p.sampler import PAPER_STEPS
@@ -32,25 +32,35 @@ A100_PEAK_TFLOPS = 312.0           # dense fp16/bf16 tensor-core peak of an A100
 A100_UTILISATION = 0.4             # the share of the peak a diffusion sampler sustains (an assumption)
 
 
+def count_flops(fn: Callable[[], Any]) -> float:
+    """The FLOPs `fn()` runs (matrix products and convolutions, forward and backward alike),
+    counted by `FlopCounterMode` with attention on its math path.
+
+    The math path matters: fused CPU attention kernels have no FLOP formula (their QK^T and PV
+    products would go uncounted); the math path runs them as counted matrix products, on any
+    device, the meta device included."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
 def sd_flops(unet: Any, vae: Any, tokens: int = 77) -> dict[str, float]:
     """FLOPs of one row of `unet` (a latent of its own `sample_size`, `tokens` text tokens) and one
     `vae` decode of that latent, counted where the models are: on the meta device nothing runs."""
     import torch
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-    from torch.utils.flop_counter import FlopCounterMode
 
     device = next(unet.parameters()).device
     side = unet.config.sample_size
     latent = torch.randn(1, unet.config.in_channels, side, side, device=device)
     text = torch.randn(1, tokens, unet.config.cross_attention_dim, device=device)
-    # The math path of attention: fused CPU kernels have no FLOP formula (their QK^T and PV products
-    # would go uncounted); the math path runs them as counted matrix products, on any device.
-    with torch.no_grad(), sdpa_kernel(SDPBackend.MATH):
-        with FlopCounterMode(display=False) as unet_count:
-            unet(latent, torch.tensor([500], device=device), encoder_hidden_states=text)
-        with FlopCounterMode(display=False) as vae_count:
-            vae.decode(torch.randn(1, vae.config.latent_channels, side, side, device=device))
-    return {"unet_row": float(unet_count.get_total_flops()), "vae_decode": float(vae_count.get_total_flops())}
+    with torch.no_grad():
+        unet_row = count_flops(lambda: unet(latent, torch.tensor([500], device=device), encoder_hidden_states=text))
+        vae_decode = count_flops(lambda: vae.decode(torch.randn(1, vae.config.latent_channels, side, side,
+                                                                device=device)))
+    return {"unet_row": unet_row, "vae_decode": vae_decode}
 
 
 def sd15_flops() -> dict[str, float]:
