@@ -40,7 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ip2p_lib.training.loop import EpochSampler, LoopSettings, TrainLoop, constant_schedule, make_ema, step_generator
+from ip2p_lib.infra.trainloop import EpochSampler, LoopSettings, TrainLoop, constant_schedule, make_ema, step_generator
 from ip2p_lib.training.objective import NullConditioning, encode_batch, loss_on_latents
 from ip2p_lib.training.trainer import TOY, Models, collate, encode_dataset, load_models
 

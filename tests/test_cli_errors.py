@@ -140,6 +140,7 @@ FT = ["text", "finetune", "--out", "{tmp}/ft"]
 PRE = ["toy", "pretrain"]
 RUN = ["--run-dir", "{tmp}/run"]
 PAIRS = ["pairs", "generate", "--triples", "{triples_good}", "--out", "{tmp}/pairs"]
+TRAIN = ["train", "--data", "{dir}", "--init", "{ip2p}", "--out", "{tmp}/model"]
 ORACLE = ["pairs", "oracle", "--triples", "{triples_good}", "--out", "{tmp}/oracle"]
 
 # (id, argv with {file keys}, the command named in the message, fragments the message must contain)
@@ -273,6 +274,25 @@ ROWS = [
      ["triples.jsonl:2 is not a JSON object"]),
     ("oracle-resolution-small", [*ORACLE, "--resolution", "4"], "ip2p pairs oracle", ["--resolution must be at least 8"]),
     ("oracle-shard-out-of-range", [*ORACLE, "--shard", "2/2"], "ip2p pairs oracle", ["need 0 <= I < N"]),
+    ("match-like-missing", ["pairs", "match", "--data", "{dir}", "--like", "{missing}", "--out", "{tmp}/m"],
+     "ip2p pairs match", ["--like", "no such folder"]),
+    ("match-data-empty", ["pairs", "match", "--data", "{empty_dir}", "--like", "{empty_dir}", "--out", "{tmp}/m"],
+     "ip2p pairs match", ["no shards in"]),
+    # ip2p train
+    ("train-data-missing", [*TRAIN[:1], "--data", "{missing}", *TRAIN[3:]], "ip2p train", ["--data: no dataset folder at"]),
+    ("train-init-missing", [*TRAIN[:3], "--init", "{missing}/", *TRAIN[5:]], "ip2p train",
+     ["no Stable Diffusion or InstructPix2Pix model folder at"]),
+    ("train-init-not-a-model", [*TRAIN[:3], "--init", "{empty_dir}", *TRAIN[5:]], "ip2p train",
+     ["has no model_index.json"]),
+    ("train-data-not-a-dataset", [*TRAIN[:1], "--data", "{empty_dir}", *TRAIN[3:]], "ip2p train",
+     ["no dataset here"]),
+    ("train-steps-zero", [*TRAIN, "--steps", "0"], "ip2p train", ["--steps must be at least 1"]),
+    ("train-lr-text", [*TRAIN, "--lr", "fast"], "ip2p train", ["--lr must be a number"]),
+    ("train-batch-size-zero", [*TRAIN, "--batch-size", "0"], "ip2p train", ["--batch-size must be at least 1"]),
+    ("train-clip-norm-negative", [*TRAIN, "--clip-norm", "-1"], "ip2p train", ["--clip-norm must be at least 0"]),
+    ("train-seed-negative", [*TRAIN, "--seed", "-1"], "ip2p train", ["--seed must be at least 0"]),
+    ("train-out-unmakable", [*TRAIN[:5], "--out", "{file}/model"], "ip2p train", ["--out", "cannot create this folder"]),
+    ("train-recipe-unknown", [*TRAIN, "--recipe", "mine"], "ip2p train", ["--recipe", "invalid choice"]),
     ("convert-from-missing", ["pairs", "convert", "--from", "{missing}", "--out", "{tmp}/c"], "ip2p pairs convert",
      ["not a folder in the authors' layout"]),
     ("convert-from-not-authors", ["pairs", "convert", "--from", "{empty_dir}", "--out", "{tmp}/c"], "ip2p pairs convert",

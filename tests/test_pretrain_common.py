@@ -6,7 +6,7 @@ import torch
 
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.toyworld.pretrain import common
-from ip2p_lib.training.loop import checkpoints, make_ema, warmup_cosine
+from ip2p_lib.infra.trainloop import checkpoints, make_ema, warmup_cosine
 from tests.kill_and_resume import Killed
 
 

@@ -15,7 +15,7 @@ import traceback
 import pytest
 import torch
 
-from ip2p_lib.training.loop import checkpoints
+from ip2p_lib.infra.trainloop import checkpoints
 from tests.kill_and_resume import dying_at_call, sigkill
 from tests.pretrain_tiny import tiny_sd
 

@@ -21,7 +21,7 @@ from safetensors.torch import load_file
 from ip2p_lib.cli import main
 from ip2p_lib.dataset import shards
 from ip2p_lib.dataset.shards import write_shard
-from ip2p_lib.training.loop import EpochSampler, checkpoints, make_ema
+from ip2p_lib.infra.trainloop import EpochSampler, checkpoints, make_ema
 
 ROOT = Path(__file__).resolve().parents[1]
 N_PAIRS = 24

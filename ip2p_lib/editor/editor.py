@@ -308,6 +308,7 @@ class InstructPix2PixEditor:
         (see `ip2p_lib.editor.imageprep`); `guidance_rule` is explained in `uses_all_branches`.
         The same as `prepare`, `denoise_step` for each timestep, `decode`.
         """
+        check_edit_arguments(instruction, steps, s_T=s_text, s_I=s_image)  # before anything touches the model
         return self.edit_batch([image], [instruction], steps=steps, s_text=s_text, s_image=s_image, seeds=[seed],
                                scheduler=scheduler, resolution=resolution, sizing=sizing, guidance_rule=guidance_rule,
                                eta=eta, progress=progress)[0]

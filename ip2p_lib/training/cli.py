@@ -31,7 +31,7 @@ NUMBERS = {
 
 
 def _config(args: argparse.Namespace) -> "object":
-    from ip2p_lib.training.trainer import RECIPES, TrainConfig
+    from ip2p_lib.training.recipes import RECIPES
 
     values = dict(RECIPES[args.recipe])
     for name, (kind, minimum, _) in NUMBERS.items():
@@ -44,11 +44,26 @@ def _config(args: argparse.Namespace) -> "object":
         values["clip_norm"] = checks.number(args.clip_norm, "--clip-norm", float, minimum=0.0) or None
     if args.ema_warmup is not None:
         values["ema_warmup"] = args.ema_warmup
+    if args.threads:
+        checks.number(args.threads, "--threads", int, minimum=1)
+    checks.number(args.checkpoint_every, "--checkpoint-every", float, minimum=0.0)
+    if args.snapshot_every is not None:
+        checks.number(args.snapshot_every, "--snapshot-every", int, minimum=1)
+    from ip2p_lib.training.trainer import TrainConfig
+
     return TrainConfig(data=str(args.data), init=str(args.init), mixed_precision=args.mixed_precision,
                        seed=checks.seed(args.seed), cache=args.cache, **values)
 
 
 def _train(args: argparse.Namespace) -> int:
+    config = _config(args)  # every number checked before torch loads
+    if not Path(args.data).is_dir():
+        raise UserError(f"--data: no dataset folder at {args.data}; make one with `ip2p pairs generate` and "
+                        "`ip2p pairs filter`")
+    checks.model_folder(args.init, "--init", "model_index.json", "Stable Diffusion or InstructPix2Pix model")
+    checks.output_folder(args.out, "--out")
+    if args.run_dir is not None:
+        checks.output_folder(args.run_dir, "--run-dir")
     import datasets
     import diffusers
     import torch
@@ -61,13 +76,7 @@ def _train(args: argparse.Namespace) -> int:
     datasets.disable_progress_bars()
 
     if args.threads:
-        torch.set_num_threads(checks.number(args.threads, "--threads", int, minimum=1))
-    if not Path(args.data).is_dir():
-        raise UserError(f"--data: no dataset folder at {args.data}; make one with `ip2p pairs generate` and "
-                        "`ip2p pairs filter`")
-    checks.model_folder(args.init, "--init", "model_index.json", "Stable Diffusion or InstructPix2Pix model")
-    checks.output_folder(args.out, "--out")
-    config = _config(args)
+        torch.set_num_threads(args.threads)
     result = train(config, args.out, run_dir=args.run_dir, progress=not args.quiet,
                    checkpoint_every_s=args.checkpoint_every, snapshot_every=args.snapshot_every)
     if result is not None:
@@ -79,8 +88,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add `ip2p train`."""
-    from ip2p_lib.training.trainer import CACHE_MODES
-    from ip2p_lib.training.loop import EMA_WARMUPS
+    from ip2p_lib.training.recipes import CACHE_MODES, EMA_WARMUPS
 
     p = sub.add_parser("train", help="§3.2: train InstructPix2Pix on an edit dataset (resumable)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -102,9 +110,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accelerate's mixed precision (default no; the authors train in fp32)")
     p.add_argument("--cache", choices=CACHE_MODES, default="auto",
                    help="encode the training set once when no flip or crop changes it (default auto)")
-    p.add_argument("--seed", default=0, help="run seed (default 0)")
-    p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints (default 300)")
-    p.add_argument("--snapshot-every", type=int, help="also save the EMA UNet every N steps (for sample grids)")
+    p.add_argument("--seed", default=0, help="run seed: examples, noise and dropout of every step (default 0)")
+    p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints (default %(default)s)")
+    p.add_argument("--snapshot-every", type=int, help="also save the EMA UNet every N steps, for sample grids (default: never)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress bar (default: a bar with loss and samples/s)")
     p.set_defaults(func=_train)

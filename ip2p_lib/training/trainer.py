@@ -36,8 +36,9 @@ from ip2p_lib.training.objective import (
     loss_on_latents,
 )
 
+from ip2p_lib.training.recipes import CACHE_MODES, PAPER, RECIPES, TOY  # noqa: F401  (re-exported)
+
 INIT_KINDS = ("sd", "ip2p")
-CACHE_MODES = ("auto", "on", "off")
 REQUIRED_COLUMNS = ("original_image", "edited_image", "edit_prompt")
 
 
@@ -70,15 +71,7 @@ class TrainConfig:
         return d
 
 
-# The paper's recipe at its batch: 32 per GPU x 8 GPUs x 4 accumulation = 1024, 10k steps, 256 px.
-PAPER = dict(steps=10_000, batch_size=32, accumulation=4, lr=1e-4, clip_norm=None, resolution=256,
-             flip=True, ema_decay=0.9999, ema_warmup="authors")
-# The miniature world's recipe on 2 CPU cores (notebook 05): a small model learns faster at a
-# higher learning rate; no flip, because toy instructions say "left" and "right"; a shorter
-# EMA horizon for a run of thousands, not tens of thousands, of steps.
-TOY = dict(steps=12_000, batch_size=32, accumulation=1, lr=5e-4, clip_norm=1.0, resolution=64,
-           flip=False, ema_decay=0.999, ema_warmup="authors")
-RECIPES = {"paper": PAPER, "toy": TOY}
+
 
 
 # ---------------------------------------------------------------- the models
@@ -240,10 +233,15 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
     `snapshot_every`: also save the EMA UNet every so many steps under `run_dir/snapshots/`
     (notebook 05's grid of samples over training). Rerun the same call after a kill: it resumes
     from the last checkpoint and ends with the same weights."""
-    from ip2p_lib.training.loop import (EpochSampler, LoopSettings, TrainLoop, check_config, constant_schedule,
+    from ip2p_lib.infra.trainloop import (EpochSampler, LoopSettings, TrainLoop, check_config, constant_schedule,
                                         make_accelerator, make_ema)
 
+    from ip2p_lib.dataset.training import open_source
+
     run_dir = Path(run_dir) if run_dir is not None else Path(str(out) + ".run")
+    if not Path(config.data).is_dir():
+        raise UserError(f"no dataset folder at {config.data}: make one with `ip2p pairs generate` and `ip2p pairs filter`")
+    open_source(config.data)  # a folder that holds no dataset fails here, before any model loads
     accelerator = accelerator or make_accelerator(config.mixed_precision)
     models = load_models(config.init)
     resolution = config.resolution or models.native_resolution
@@ -288,7 +286,7 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
         return encode_batch(models.vae, models.text_encoder, models.tokenizer, collate(examples))
 
     def step_fn(step: int, micro: int) -> torch.Tensor:
-        from ip2p_lib.training.loop import step_generator
+        from ip2p_lib.infra.trainloop import step_generator
 
         encoded = encoded_examples(step, micro)
         loss, _ = loss_on_latents(loop.model, scheduler, encoded, scaling, null,

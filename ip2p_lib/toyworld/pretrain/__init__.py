@@ -10,7 +10,7 @@ trains its own, small enough for a 2-core CPU, with the same libraries and file 
 - `sd.py`: a `UNet2DConditionModel` trained on VAE latents, assembled into a diffusers folder;
 - `lm.py`: a small GPT-2 with its own tokenizer (the stand-in for GPT-3 before fine-tuning).
 
-Every trainer is seeded, and runs in the project's one training loop (`training.loop.TrainLoop`,
+Every trainer is seeded, and runs in the project's one training loop (`infra.trainloop.TrainLoop`,
 through `common.py`): it checkpoints periodically and resumes after a kill to the same weights.
 The command is `ip2p toy pretrain {clip,vae,sd,lm,all}` (`cli.py`).
 """

@@ -37,7 +37,7 @@ from ip2p_lib.toyworld import BACKGROUNDS, COLORS, SHAPES, SIZES, Scene, caption
 from ip2p_lib.toyworld.captions import random_caption_variant
 from ip2p_lib.toyworld.scene import REGIONS, at_region
 from ip2p_lib.toyworld.pretrain import common
-from ip2p_lib.training.loop import RunState, warmup_cosine
+from ip2p_lib.infra.trainloop import RunState, warmup_cosine
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes, scene_batch
 
 MODEL_NAME = "toy-clip"

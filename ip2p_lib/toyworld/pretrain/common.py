@@ -1,6 +1,6 @@
 """What every pretraining script shares: seeding, per-step draws, the loop, model cards.
 
-The toy models train through the project's one loop, `ip2p_lib.training.loop.TrainLoop`
+The toy models train through the project's one loop, `ip2p_lib.infra.trainloop.TrainLoop`
 (accelerate's checkpoints, diffusers' `EMAModel`), as InstructPix2Pix does; each model adds
 only `step_fn(step) -> loss`. Resuming is exact by construction: the batch and the noise of
 step `s` are drawn from generators seeded by `(seed, s)` (`step_rng`), so a run killed at any
@@ -27,7 +27,7 @@ from ip2p_lib.infra.errors import UserError
 if TYPE_CHECKING:
     import torch
 
-    from ip2p_lib.training.loop import RunState, TrainLoop
+    from ip2p_lib.infra.trainloop import RunState, TrainLoop
 
 OLD_CHECKPOINT = "checkpoint.pt"  # the single file of the loop before TrainLoop
 
@@ -46,7 +46,7 @@ def seed_everything(seed: int, threads: int | None = None) -> None:
 def step_rng(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
     """Generators for step `step` alone: the same batch and noise whenever this step runs.
 
-    (The toy models' draws since they were first trained; `training.loop.step_generator` is the
+    (The toy models' draws since they were first trained; `infra.trainloop.step_generator` is the
     same idea with the micro-batch and the process in the seed as well.)"""
     import torch
 
@@ -63,7 +63,7 @@ def check_run_dir(run_dir: Path, need_checkpoint: bool = False) -> None:
         raise UserError(f"{run_dir / OLD_CHECKPOINT} was written by the old pretraining loop, which this version "
                         "cannot resume; use a new --run-dir (or delete that folder to start afresh)")
     if need_checkpoint:
-        from ip2p_lib.training.loop import checkpoints
+        from ip2p_lib.infra.trainloop import checkpoints
 
         if not checkpoints(run_dir):
             raise UserError(f"no checkpoint in {run_dir}; start the run with `ip2p toy pretrain sd` first")
@@ -76,10 +76,10 @@ def make_loop(model: torch.nn.Module, optimizer: torch.optim.Optimizer, schedule
 
     The step functions build their batches on the CPU, so the accelerator is a CPU one. A later
     call may change `config["steps"]` (the warm-up/cosine schedule then stretches from the
-    current step on); any other change is refused (`training.loop.check_config`)."""
+    current step on); any other change is refused (`infra.trainloop.check_config`)."""
     from accelerate import Accelerator
 
-    from ip2p_lib.training.loop import LoopSettings, TrainLoop, check_config
+    from ip2p_lib.infra.trainloop import LoopSettings, TrainLoop, check_config
 
     check_run_dir(run_dir)
     check_config(run_dir, config)

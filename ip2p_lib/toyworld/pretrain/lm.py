@@ -35,7 +35,7 @@ from ip2p_lib.toyworld import (EDIT_KINDS, CaptionParseError, Scene, apply, capt
                                sample_edit, sample_scene)
 from ip2p_lib.toyworld.captions import POSITION_PHRASES, SIZE_WORDS, random_caption_variant
 from ip2p_lib.toyworld.pretrain import common
-from ip2p_lib.training.loop import RunState, warmup_cosine
+from ip2p_lib.infra.trainloop import RunState, warmup_cosine
 
 EOS = "<|endoftext|>"
 

@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from ip2p_lib.infra.prompts import encode_prompts
 from ip2p_lib.toyworld.pretrain import common, sd_assemble
 from ip2p_lib.toyworld.pretrain.data import captioned_batch
-from ip2p_lib.training.loop import RunState, TrainLoop, make_ema, warmup_cosine
+from ip2p_lib.infra.trainloop import RunState, TrainLoop, make_ema, warmup_cosine
 
 if TYPE_CHECKING:
     from diffusers.training_utils import EMAModel

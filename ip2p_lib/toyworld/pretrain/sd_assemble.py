@@ -21,7 +21,7 @@ import torch
 from ip2p_lib.toyworld import attribute_accuracy, random_caption
 from ip2p_lib.toyworld.pretrain import common
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes
-from ip2p_lib.training.loop import RunState
+from ip2p_lib.infra.trainloop import RunState
 
 GUIDANCE_SCALE = 5.0
 NUM_STEPS = 30

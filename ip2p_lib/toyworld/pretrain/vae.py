@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from ip2p_lib.toyworld import attribute_accuracy, render
 from ip2p_lib.toyworld.pretrain import common
-from ip2p_lib.training.loop import RunState, warmup_cosine
+from ip2p_lib.infra.trainloop import RunState, warmup_cosine
 from ip2p_lib.toyworld.pretrain.data import held_out_scenes, images_to_tensor, scene_batch, tensor_to_images
 
 

@@ -1,7 +1,7 @@
 """The project's one training loop: accelerate for devices and checkpoints, EMAModel for the EMA.
 
-Every model this project trains (toy VAE, CLIP, SD and LM in `toyworld.pretrain`, and
-InstructPix2Pix in `training.trainer`) runs through `TrainLoop.run(step_fn)`. What each model
+It lives in `infra` because it is not a step of the paper: every model this project trains
+(toy VAE, CLIP, SD and LM in `toyworld.pretrain`, and InstructPix2Pix in `training.trainer`) runs through `TrainLoop.run(step_fn)`. What each model
 adds is only `step_fn(step, micro) -> loss`.
 
 The loop is built on the field's parts, not written again:
@@ -15,7 +15,7 @@ Resuming is exact by construction. Step `s` draws its examples and its noise fro
 seeded by (seed, s) (`step_generator`, `EpochSampler`), never from a generator that runs
 along the whole run, so a run killed at any moment and started again from its last
 checkpoint computes the same steps as one that never stopped: on CPU the weights agree bit
-for bit (tests/test_training_loop.py kills one with SIGKILL).
+for bit (tests/test_training.py and tests/test_pretrain_resume.py kill runs with SIGKILL).
 
 Checkpoints are folders `checkpoint-<step>` under the run folder. Each is written as
 `checkpoint-<step>.tmp` and renamed when complete, so a kill while saving leaves the previous
@@ -150,7 +150,6 @@ class ConstantEMA(EMAModel):
         return self.decay
 
 
-EMA_WARMUPS = ("authors", "power", "none")
 
 
 def make_ema(model: torch.nn.Module, decay: float, warmup: str = "authors", power: float = 2 / 3) -> EMAModel:
@@ -166,7 +165,7 @@ def make_ema(model: torch.nn.Module, decay: float, warmup: str = "authors", powe
         return EMAModel(model.parameters(), decay=decay, use_ema_warmup=True, power=power)
     if warmup == "none":
         return ConstantEMA(model.parameters(), decay=decay)
-    raise ValueError(f"EMA warm-up must be one of {', '.join(EMA_WARMUPS)}, got {warmup!r}")
+    raise ValueError(f"EMA warm-up must be authors, power or none, got {warmup!r}")
 
 
 def make_accelerator(mixed_precision: str = "no", **kwargs: Any) -> Any:
