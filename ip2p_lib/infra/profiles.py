@@ -55,6 +55,13 @@ NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "smoke": {"latent_size": 8, "n_trials": 3},
         "full": {"instantiate_sd15": True},
     },
+    "05_training": {
+        "toy": {},
+        "smoke": {"n_triples": 20, "train_steps": 6, "snapshot_every": 3, "batch_size": 4, "n_eval": 10, "eval_steps": 4,
+                  "n_grid": 2},
+        "full": {"n_triples": 2000, "train_steps": 200, "snapshot_every": 50, "batch_size": 8, "n_eval": 20,
+                 "eval_steps": 50, "threads": 8},
+    },
     "06_dual_guidance": {
         "toy": {},
         "smoke": {

@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ip2p_lib.infra.errors import UserError
@@ -310,10 +311,11 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
         loop.ema_weights_to(final_unet)
         losses = state.losses
         describe = loop.describe(len(dataset))
+        window = max(1, min(50, len(losses) // 4))  # first and last quarter of a short run
         result = TrainResult(out=str(out), steps=state.step, effective_batch=loop.effective_batch,
                              examples=len(dataset), epochs=describe.get("epochs", 0.0), wall_s=round(state.elapsed_s, 1),
-                             loss_first=float(sum(losses[:50]) / max(1, len(losses[:50]))),
-                             loss_last=float(sum(losses[-50:]) / max(1, len(losses[-50:]))), describe=describe)
+                             loss_first=float(np.mean(losses[:window])), loss_last=float(np.mean(losses[-window:])),
+                             describe=describe)
         save_pipeline(models, final_unet, out, card={"config": {**config.to_json(), "resolution": resolution},
                                                      "result": asdict(result), "init_kind": models.kind,
                                                      "this_call_wall_s": round(wall, 1)})
