@@ -130,7 +130,7 @@ def _old_pretrain_run(monkeypatch, tmp_path):
     (tmp_path / "run" / "checkpoint.pt").write_bytes(b"")
 
 
-SETUP = {"pre-sd-without-vae": _no_toy_models, "pairs-out-another-run": _another_run,
+SETUP = {"pre-sd-without-vae": _no_toy_models, "edit-model-toy-not-trained": _no_toy_models, "pairs-out-another-run": _another_run,
          "pre-run-dir-of-the-old-loop": _old_pretrain_run}  # rows that need more than files
 
 
