@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--per-case", action="store_true", help="also write each case's verdicts")
     parser.add_argument("--out", default="figures/toy/ip2p_quality.json")
+    parser.add_argument("--card", metavar="NAME", help="write the table into the model card of --models NAME "
+                        "(its README.md, from its training.json)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
@@ -111,6 +114,14 @@ def main() -> None:
     print()
     print(markdown_table(reports))
     print(f"\nwall time {wall:.1f} s; wrote {out}")
+    if args.card:
+        from ip2p_lib.training.trainer import write_model_card
+
+        command = "benchmarks/ip2p_quality.py " + " ".join(sys.argv[1:])
+        quality = (f"The oracle on {len(cases)} held-out cases (scenes no training caption describes, held-out "
+                   f"instruction wordings), {args.steps} Euler ancestral steps, seed {args.seed}; measured by\n"
+                   f"`{command}` ({wall:.0f} s, {args.threads} thread(s)).\n\n" + markdown_table(reports) + "\n")
+        print("card:", write_model_card(models[args.card], quality))
 
 
 if __name__ == "__main__":

@@ -167,6 +167,10 @@ def test_the_saved_folder_is_an_instructpix2pix_pipeline_with_the_ema_weights(wo
     card = json.loads((reference / "training.json").read_text())
     assert card["result"]["steps"] == 8 and card["result"]["effective_batch"] == 4 and card["init_kind"] == "sd"
     assert card["result"]["examples"] == int(0.9 * N_PAIRS)  # the contiguous train split
+    readme = (reference / "README.md").read_text()
+    assert f"ip2p train --data {world['data']}" in readme and "| effective batch | 4 |" in readme
+    assert len((reference / "training_log.jsonl").read_text().splitlines()) == 1  # logged every 10 steps and at the end
+    assert json.loads((reference / "training_captions.json").read_text()) == ["a", "b"]
     # EMA weights, not the last training weights: they differ from the checkpoint's model
     ckpt = checkpoints(Path(str(reference) + ".run"))[-1][1]
     trained = load_file(ckpt / "model.safetensors")

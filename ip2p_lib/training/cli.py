@@ -55,6 +55,25 @@ def _config(args: argparse.Namespace) -> "object":
                        seed=checks.seed(args.seed), cache=args.cache, **values)
 
 
+def _command(args: argparse.Namespace) -> str:
+    """The `ip2p train` command that reproduces this run (for the model card)."""
+    import shlex
+
+    words = ["ip2p", "train", "--data", str(args.data), "--init", str(args.init), "--out", str(args.out),
+             "--recipe", args.recipe]
+    for name in [*NUMBERS, "clip_norm", "ema_warmup", "run_dir", "snapshot_every"]:
+        value = getattr(args, name)
+        if value is not None:
+            words += ["--" + name.replace("_", "-"), str(value)]
+    if args.flip is not None:
+        words.append("--flip" if args.flip else "--no-flip")
+    if args.mixed_precision != "no":
+        words += ["--mixed-precision", args.mixed_precision]
+    if str(args.seed) != "0":
+        words += ["--seed", str(args.seed)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def _train(args: argparse.Namespace) -> int:
     config = _config(args)  # every number checked before torch loads
     if not Path(args.data).is_dir():
@@ -78,7 +97,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = train(config, args.out, run_dir=args.run_dir, progress=not args.quiet,
-                   checkpoint_every_s=args.checkpoint_every, snapshot_every=args.snapshot_every)
+                   checkpoint_every_s=args.checkpoint_every, snapshot_every=args.snapshot_every, command=_command(args))
     if result is not None:
         print(f"saved {result.out}: {result.steps} steps, effective batch {result.effective_batch}, "
               f"{result.epochs} epochs of {result.examples} examples, loss {result.loss_first:.4f} -> "

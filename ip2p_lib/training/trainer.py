@@ -228,7 +228,7 @@ class TrainResult:
 
 def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = None, progress: bool = True,
           checkpoint_every_s: float = 300.0, snapshot_every: int | None = None,
-          accelerator: Any = None) -> TrainResult:
+          accelerator: Any = None, command: str | None = None) -> TrainResult:
     """Train InstructPix2Pix per `config`, resumably in `run_dir`; save the EMA model to `out`.
 
     `snapshot_every`: also save the EMA UNet every so many steps under `run_dir/snapshots/`
@@ -316,9 +316,15 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
                              examples=len(dataset), epochs=describe.get("epochs", 0.0), wall_s=round(state.elapsed_s, 1),
                              loss_first=float(np.mean(losses[:window])), loss_last=float(np.mean(losses[-window:])),
                              describe=describe)
+        from ip2p_lib.toyworld.pretrain.common import machine
+
         save_pipeline(models, final_unet, out, card={"config": {**config.to_json(), "resolution": resolution},
                                                      "result": asdict(result), "init_kind": models.kind,
-                                                     "this_call_wall_s": round(wall, 1)})
+                                                     "this_call_wall_s": round(wall, 1), "command": command,
+                                                     "machine": machine()})
+        (Path(out) / "training_log.jsonl").write_text((run_dir / "log.jsonl").read_text())
+        write_training_captions(config.data, out)
+        write_model_card(out)
     accelerator.wait_for_everyone()
     return result
 
@@ -336,3 +342,46 @@ def save_unet_snapshot(loop: Any, models: Models, folder: Path) -> None:
     unet = _copy_model(loop.unwrapped)
     loop.ema_weights_to(unet)
     unet.to(torch.float16).save_pretrained(folder, safe_serialization=True)
+
+
+def write_training_captions(data: str | Path, out: str | Path) -> None:
+    """`training_captions.json` beside the model: every caption of its dataset (all splits), so that
+    an evaluation can leave out the scenes it was trained on (`evaluate.heldout_cases`)."""
+    from ip2p_lib.dataset.shards import shard_files
+    from ip2p_lib.training.evaluate import training_captions
+
+    if shard_files(data):  # our shards; the authors' layout has no scenes to hold out
+        (Path(out) / "training_captions.json").write_text(json.dumps(sorted(training_captions(data))))
+
+
+def write_model_card(folder: str | Path, quality: str | None = None) -> Path:
+    """README.md for a trained folder from its `training.json`, plus a measured-quality section
+    (markdown, e.g. from `benchmarks/ip2p_quality.py --card`) when given; keeps an earlier one otherwise."""
+    from ip2p_lib.toyworld.pretrain.common import write_card
+
+    folder = Path(folder)
+    info = json.loads((folder / "training.json").read_text())
+    old = (folder / "README.md").read_text() if (folder / "README.md").exists() else ""
+    if quality is None and "## Quality" in old:
+        quality = old.split("## Quality", 1)[1].strip()
+    result, config = info["result"], info["config"]
+    data = Path(config["data"])
+    sections: dict[str, Any] = {
+        "What it is": (f"An InstructPix2Pix model (diffusers `StableDiffusionInstructPix2PixPipeline`, EMA weights, "
+                       f"safetensors) trained by `ip2p train` from {config['init']} "
+                       f"({'UNet widened to 8 channels' if info.get('init_kind') == 'sd' else 'fine-tuned'})."),
+        "Command": f"```\n{info.get('command') or '(called from Python)'}\n```",
+        "Training config": config,
+        "Run": {"optimizer steps": result["steps"], "effective batch": result["effective_batch"],
+                "per device x processes x accumulation": "{per_device_batch} x {processes} x {accumulation}".format(
+                    **result["describe"]),
+                "training examples": result["examples"], "epochs": result["epochs"],
+                "training wall time (s)": result["wall_s"], "machine": info.get("machine", ""),
+                "loss first/last (mean of 50 steps)": f"{result['loss_first']:.4f} / {result['loss_last']:.4f}"},
+        "Data": (f"`{data}`: the recipe is in data/toy/DATASETS.md (generated with `ip2p pairs generate`, kept by "
+                 "`ip2p pairs filter`)." + (f" Filter summary: `{(data / 'filter.json').read_text().strip()}`"
+                                           if (data / "filter.json").exists() else "")),
+    }
+    if quality:
+        sections["Quality"] = quality
+    return write_card(folder, "InstructPix2Pix model", sections)
