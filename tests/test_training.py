@@ -198,6 +198,23 @@ def test_sd_init_is_widened_and_an_ip2p_init_is_kept(world):
     assert ip2p.kind == "ip2p" and torch.equal(ip2p.unet.conv_in.weight, released.conv_in.weight)
 
 
+def test_a_half_precision_folder_holds_the_same_model_rounded(world, reference, tmp_path):
+    """Re-running a finished run only exports: --save-precision fp16 gives the fp32 weights rounded."""
+    import shutil
+
+    from diffusers import StableDiffusionInstructPix2PixPipeline
+
+    out = tmp_path / "model"
+    shutil.copytree(Path(str(reference) + ".run"), Path(str(out) + ".run"))
+    assert main([*train_args(world, out, 8), "--save-precision", "fp16"]) == 0
+    half, full = unet_weights(out), unet_weights(reference)
+    assert all(half[k].dtype == torch.float16 and torch.equal(half[k], full[k].half()) for k in full)
+    pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(out)
+    assert pipe.tokenizer("make it red").input_ids == StableDiffusionInstructPix2PixPipeline.from_pretrained(
+        reference).tokenizer("make it red").input_ids
+    assert "--save-precision fp16" in (out / "README.md").read_text()
+
+
 def test_fine_tuning_an_instructpix2pix_folder(world, tmp_path):
     out = tmp_path / "ft"
     args = train_args(world, out, 2)

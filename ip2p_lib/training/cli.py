@@ -67,6 +67,8 @@ def _command(args: argparse.Namespace) -> str:
             words += ["--" + name.replace("_", "-"), str(value)]
     if args.flip is not None:
         words.append("--flip" if args.flip else "--no-flip")
+    if args.save_precision != "fp32":
+        words += ["--save-precision", args.save_precision]
     if args.mixed_precision != "no":
         words += ["--mixed-precision", args.mixed_precision]
     if str(args.seed) != "0":
@@ -97,7 +99,8 @@ def _train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     result = train(config, args.out, run_dir=args.run_dir, progress=not args.quiet,
-                   checkpoint_every_s=args.checkpoint_every, snapshot_every=args.snapshot_every, command=_command(args))
+                   checkpoint_every_s=args.checkpoint_every, snapshot_every=args.snapshot_every, command=_command(args),
+                   save_precision=args.save_precision)
     if result is not None:
         print(f"saved {result.out}: {result.steps} steps, effective batch {result.effective_batch}, "
               f"{result.epochs} epochs of {result.examples} examples, loss {result.loss_first:.4f} -> "
@@ -129,6 +132,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="accelerate's mixed precision (default no; the authors train in fp32)")
     p.add_argument("--cache", choices=CACHE_MODES, default="auto",
                    help="encode the training set once when no flip or crop changes it (default auto)")
+    p.add_argument("--save-precision", choices=("fp32", "fp16"), default="fp32",
+                   help="weights of the saved model; fp16 halves the folder (default fp32)")
     p.add_argument("--seed", default=0, help="run seed: examples, noise and dropout of every step (default 0)")
     p.add_argument("--checkpoint-every", type=float, default=300.0, help="seconds between checkpoints (default %(default)s)")
     p.add_argument("--snapshot-every", type=int, help="also save the EMA UNet every N steps, for sample grids (default: never)")

@@ -41,6 +41,7 @@ from ip2p_lib.training.recipes import CACHE_MODES, PAPER, RECIPES, TOY  # noqa: 
 
 INIT_KINDS = ("sd", "ip2p")
 REQUIRED_COLUMNS = ("original_image", "edited_image", "edit_prompt")
+SAVE_PRECISIONS = ("fp32", "fp16")
 
 
 @dataclass
@@ -133,23 +134,37 @@ def load_models(init: str | Path) -> Models:
     return Models(unet, vae, text_encoder, tokenizer, scheduler_config, kind)
 
 
-def save_pipeline(models: Models, unet: Any, out: str | Path, card: dict[str, Any] | None = None) -> Path:
+def save_pipeline(models: Models, unet: Any, out: str | Path, card: dict[str, Any] | None = None,
+                  precision: str = "fp32") -> Path:
     """Write `out` as a diffusers InstructPix2Pix folder (safetensors) that
-    `StableDiffusionInstructPix2PixPipeline.from_pretrained` and `ip2p edit` load."""
+    `StableDiffusionInstructPix2PixPipeline.from_pretrained` and `ip2p edit` load.
+
+    `precision` "fp16" stores the UNet, VAE and text encoder in half precision (the toy models
+    are committed so: half the bytes; loaders cast back to float32 on a CPU) and writes
+    tokenizer.json without indentation (same content, half its size)."""
+    import copy
+
+    import diffusers
     from diffusers import StableDiffusionInstructPix2PixPipeline
     from diffusers.schedulers import EulerAncestralDiscreteScheduler
 
-    import diffusers
-
+    if precision not in SAVE_PRECISIONS:
+        raise UserError(f"save precision must be one of {', '.join(SAVE_PRECISIONS)}, got {precision!r}")
+    dtype = torch.float16 if precision == "fp16" else torch.float32
+    parts = {name: copy.deepcopy(m).to(dtype) for name, m in
+             (("vae", models.vae), ("text_encoder", models.text_encoder), ("unet", unet))}
     cls = getattr(diffusers, models.scheduler_config.get("_class_name", ""), EulerAncestralDiscreteScheduler)
     pipe = StableDiffusionInstructPix2PixPipeline(
-        vae=models.vae, text_encoder=models.text_encoder, tokenizer=models.tokenizer, unet=unet,
-        scheduler=cls.from_config(models.scheduler_config), safety_checker=None, feature_extractor=None,
-        requires_safety_checker=False)
+        **parts, tokenizer=models.tokenizer, scheduler=cls.from_config(models.scheduler_config), safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False)
     out = Path(out)
     pipe.save_pretrained(out, safe_serialization=True)
+    tokenizer_file = out / "tokenizer" / "tokenizer.json"
+    if precision == "fp16" and tokenizer_file.exists():
+        tokenizer_file.write_text(json.dumps(json.loads(tokenizer_file.read_text()), separators=(",", ":"),
+                                             ensure_ascii=False))
     if card is not None:
-        (out / "training.json").write_text(json.dumps(card, indent=2))
+        (out / "training.json").write_text(json.dumps({**card, "save_precision": precision}, indent=2))
     return out
 
 
@@ -228,7 +243,7 @@ class TrainResult:
 
 def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = None, progress: bool = True,
           checkpoint_every_s: float = 300.0, snapshot_every: int | None = None,
-          accelerator: Any = None, command: str | None = None) -> TrainResult:
+          accelerator: Any = None, command: str | None = None, save_precision: str = "fp32") -> TrainResult:
     """Train InstructPix2Pix per `config`, resumably in `run_dir`; save the EMA model to `out`.
 
     `snapshot_every`: also save the EMA UNet every so many steps under `run_dir/snapshots/`
@@ -321,7 +336,7 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
         save_pipeline(models, final_unet, out, card={"config": {**config.to_json(), "resolution": resolution},
                                                      "result": asdict(result), "init_kind": models.kind,
                                                      "this_call_wall_s": round(wall, 1), "command": command,
-                                                     "machine": machine()})
+                                                     "machine": machine()}, precision=save_precision)
         (Path(out) / "training_log.jsonl").write_text((run_dir / "log.jsonl").read_text())
         write_training_captions(config.data, out)
         write_model_card(out)
