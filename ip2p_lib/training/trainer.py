@@ -249,10 +249,9 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
     `snapshot_every`: also save the EMA UNet every so many steps under `run_dir/snapshots/`
     (notebook 05's grid of samples over training). Rerun the same call after a kill: it resumes
     from the last checkpoint and ends with the same weights."""
-    from ip2p_lib.infra.trainloop import (EpochSampler, LoopSettings, TrainLoop, check_config, constant_schedule,
-                                        make_accelerator, make_ema)
-
     from ip2p_lib.dataset.training import open_source
+    from ip2p_lib.infra.trainloop import (EpochSampler, LoopSettings, TrainLoop, check_config, constant_schedule,
+                                          make_accelerator, make_ema, step_generator)
 
     run_dir = Path(run_dir) if run_dir is not None else Path(str(out) + ".run")
     if not Path(config.data).is_dir():
@@ -302,8 +301,6 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
         return encode_batch(models.vae, models.text_encoder, models.tokenizer, collate(examples))
 
     def step_fn(step: int, micro: int) -> torch.Tensor:
-        from ip2p_lib.infra.trainloop import step_generator
-
         encoded = encoded_examples(step, micro)
         loss, _ = loss_on_latents(loop.model, scheduler, encoded, scaling, null,
                                   step_generator(config.seed, step, micro, rank))
