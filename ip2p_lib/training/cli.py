@@ -73,6 +73,8 @@ def _command(args: argparse.Namespace) -> str:
         words += ["--mixed-precision", args.mixed_precision]
     if str(args.seed) != "0":
         words += ["--seed", str(args.seed)]
+    if args.threads:  # CPU float sums depend on the thread count: part of what reproduces the weights
+        words += ["--threads", str(args.threads)]
     return " ".join(shlex.quote(w) for w in words)
 
 
