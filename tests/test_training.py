@@ -210,6 +210,7 @@ def test_a_half_precision_folder_holds_the_same_model_rounded(world, reference, 
     half, full = unet_weights(out), unet_weights(reference)
     assert all(half[k].dtype == torch.float16 and torch.equal(half[k], full[k].half()) for k in full)
     pipe = StableDiffusionInstructPix2PixPipeline.from_pretrained(out)
+    assert pipe.unet.dtype == pipe.vae.dtype == pipe.text_encoder.dtype == torch.float32  # loads as float32 by default
     assert pipe.tokenizer("make it red").input_ids == StableDiffusionInstructPix2PixPipeline.from_pretrained(
         reference).tokenizer("make it red").input_ids
     assert "--save-precision fp16" in (out / "README.md").read_text()

@@ -159,6 +159,12 @@ def save_pipeline(models: Models, unet: Any, out: str | Path, card: dict[str, An
         feature_extractor=None, requires_safety_checker=False)
     out = Path(out)
     pipe.save_pretrained(out, safe_serialization=True)
+    if precision == "fp16":  # stored in half, loaded in float32 by default (transformers reads "dtype" from the config)
+        for config_file in out.glob("*/config.json"):
+            config = json.loads(config_file.read_text())
+            changed = {k: "float32" for k in ("dtype", "torch_dtype") if config.get(k) == "float16"}
+            if changed:
+                config_file.write_text(json.dumps({**config, **changed}, indent=2, sort_keys=True) + "\n")
     tokenizer_file = out / "tokenizer" / "tokenizer.json"
     if precision == "fp16" and tokenizer_file.exists():
         tokenizer_file.write_text(json.dumps(json.loads(tokenizer_file.read_text()), separators=(",", ":"),
