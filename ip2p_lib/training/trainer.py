@@ -397,9 +397,9 @@ def write_model_card(folder: str | Path, quality: str | None = None) -> Path:
                 "training wall time (s)": result["wall_s"], "machine": info.get("machine", ""),
                 "loss first/last (mean of 50 steps)": f"{result['loss_first']:.4f} / {result['loss_last']:.4f}"},
         "Data": (f"`{data}`: the recipe is in data/toy/DATASETS.md (generated with `ip2p pairs generate`, kept by "
-                 "`ip2p pairs filter`)." + (f" Filter summary: `{(data / 'filter.json').read_text().strip()}`"
+                 "`ip2p pairs filter`)." + (f" Filter summary: `{json.dumps(json.loads((data / 'filter.json').read_text()))}`"
                                            if (data / "filter.json").exists() else "")),
     }
     if quality:
         sections["Quality"] = quality
-    return write_card(folder, "InstructPix2Pix model", sections)
+    return write_card(folder, f"InstructPix2Pix model: {folder.name}", sections)
