@@ -292,13 +292,16 @@ def train(config: TrainConfig, out: str | Path, run_dir: str | Path | None = Non
     scaling = models.vae.config.scaling_factor
     sampler = EpochSampler(len(dataset), config.batch_size, config.seed, accelerator.num_processes,
                            config.accumulation)
-    cached = encode_dataset(models, dataset, progress=progress) if check_cache(config.cache, config.flip, dataset) else None
+    use_cache = check_cache(config.cache, config.flip, dataset)
+    cache: list[EncodedBatch] = []  # filled at the first step: a finished run re-exported encodes nothing
     rank = accelerator.process_index
 
     def encoded_examples(step: int, micro: int) -> EncodedBatch:
         idx = sampler.indices(step, micro, rank)
-        if cached is not None:
-            return cached.index(torch.as_tensor(idx))
+        if use_cache:
+            if not cache:
+                cache.append(encode_dataset(models, dataset, progress=progress))
+            return cache[0].index(torch.as_tensor(idx))
         first = sampler.first_sample(step, micro, rank)
         examples = []
         for j, i in enumerate(idx):
