@@ -244,6 +244,7 @@ class TrainLoop:
         self.settings = settings
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.schedule, self.ema, self.state = schedule, ema, RunState()
+        self._resumed = False
         accelerator.register_for_checkpointing(self.state)
         if schedule is not None:
             accelerator.register_for_checkpointing(ScheduleState(schedule))
@@ -261,10 +262,13 @@ class TrainLoop:
     # -- checkpoints
 
     def resume(self) -> int:
-        """Load the newest complete checkpoint, if any; return the step it reached."""
-        found = checkpoints(self.run_dir)
-        if found:
-            self.accelerator.load_state(str(found[-1][1]))
+        """Load the newest complete checkpoint, if any, once per loop (a run in segments, such as the
+        trainer's between snapshots, goes on from memory); return the step it reached."""
+        if not self._resumed:
+            found = checkpoints(self.run_dir)
+            if found:
+                self.accelerator.load_state(str(found[-1][1]))
+            self._resumed = True
         return self.state.step
 
     def save(self) -> Path:

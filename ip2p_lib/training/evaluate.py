@@ -211,17 +211,16 @@ class EvalReport:
         return "\n".join(lines)
 
 
-def markdown_table(reports: Sequence[EvalReport]) -> str:
-    """One row per report, one column per kind group: "edit success / preserved / success" in %."""
-    groups = list(dict.fromkeys(g for r in reports for g in r.groups()))
+def markdown_table(reports: Sequence[EvalReport | dict[str, Any]]) -> str:
+    """One row per report, one column per kind group: "edit success / preserved / success" in %.
+
+    A report is an `EvalReport` or its `to_dict()` (as `benchmarks/ip2p_quality.py` saves it)."""
+    rows = [(r["name"], r["rates"]) if isinstance(r, dict) else (r.name, r.by_group()) for r in reports]
+    groups = list(dict.fromkeys(g for _, rates in rows for g in rates))
     lines = ["| editor | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
-    for report in reports:
-        cells = []
-        for g in groups:
-            kinds = report.groups().get(g)
-            r = report.rates(kinds) if kinds else None
-            cells.append(" / ".join(f"{100 * r[k]:.0f}" for k in RATES) if r else "")
-        lines.append(f"| {report.name} | " + " | ".join(cells) + " |")
+    for name, rates in rows:
+        cells = [" / ".join(f"{100 * rates[g][k]:.0f}" for k in RATES) if g in rates else "" for g in groups]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n\ncells: edit success / preserved / success, % of cases"
 
 

@@ -212,8 +212,6 @@ def check_dataset(data: str | Path, resolution: int, flip: bool, split: str, see
     """The training split of `data` as `load_for_training` gives it; `UserError` when unusable."""
     from ip2p_lib.dataset.training import load_for_training
 
-    if not Path(data).is_dir():
-        raise UserError(f"no dataset folder at {data}: make one with `ip2p pairs generate` and `ip2p pairs filter`")
     try:
         dataset = load_for_training(data, resolution, flip=flip, crop="random", split=split, seed=seed)
     except (KeyError, ValueError) as err:
