@@ -73,8 +73,9 @@ def main() -> None:
 
     from ip2p_lib.editor import InstructPix2PixEditor
     from ip2p_lib.infra.models import load_sd
+    from ip2p_lib.results.sdedit import sdedit
     from ip2p_lib.training.evaluate import (
-        evaluate_edits, heldout_cases, markdown_table, no_edit, oracle_target, sdedit, training_captions,
+        evaluate_edits, heldout_cases, markdown_table, no_edit, oracle_target, training_captions,
     )
 
     for lib in (diffusers_logging, transformers_logging):

@@ -562,3 +562,46 @@ def test_oracle_pairs_show_what_the_captions_say_and_resume(tmp_path, one_thread
     assert main([*argv, "--out", str(resumed)]) == 0
     assert_same_records(read_table(resumed), frame)
     assert main([*argv, "--out", str(resumed), "--seed", "1"]) == 2  # another run's folder
+
+
+# ---------------------------------------------------------------- the ablation sets (Figure 10)
+
+
+def test_filter_by_oracle_keeps_exactly_the_right_pairs_and_by_none_keeps_all(tmp_path, one_thread):
+    from ip2p_lib.dataset.filtered import write_frame
+
+    path = write_jsonl(tmp_path / "triples.jsonl", world_triples(6, seed=3))
+    assert main(["pairs", "oracle", "--triples", str(path), "--samples-per-pair", "3", "--out", str(tmp_path / "o")]) == 0
+    frame = read_table(tmp_path / "o")
+    broken = frame.index % 2 == 1  # every other pair: the edited image replaced by the input (no edit made)
+    frame.loc[broken, "edited_image"] = frame.loc[broken, "original_image"]
+    write_frame(frame, tmp_path / "mixed")
+    for by, keep, want in (("oracle", "4", frame[~broken]), ("none", "4", frame), ("oracle", "1", None)):
+        out = tmp_path / f"{by}-{keep}"
+        assert main(["pairs", "filter", "--data", str(tmp_path / "mixed"), "--out", str(out), "--by", by,
+                     "--keep-per-pair", keep]) == 0
+        kept = read_table(out)
+        if want is not None:
+            assert_same_records(kept, want)
+        else:  # the cap: one per caption pair, the best sim_direction among the good ones
+            good = frame[~broken]
+            best = good.sort_values(["triple_index", "sim_direction"], ascending=[True, False]).groupby("triple_index").head(1)
+            assert_same_records(kept, best.sort_values(["triple_index", "sample"]))
+        assert json.loads((out / "filter.json").read_text())["by"] == by
+
+
+def test_subset_draws_whole_caption_pairs_seeded(tmp_path, one_thread):
+    path = write_jsonl(tmp_path / "triples.jsonl", world_triples(10, seed=4))
+    assert main(["pairs", "oracle", "--triples", str(path), "--samples-per-pair", "2", "--out", str(tmp_path / "o")]) == 0
+    frame = read_table(tmp_path / "o")
+    picks = []
+    for seed in (0, 0, 1):
+        out = tmp_path / f"s{len(picks)}"
+        assert main(["pairs", "subset", "--data", str(tmp_path / "o"), "--fraction", "0.3", "--seed", str(seed),
+                     "--out", str(out)]) == 0
+        sub = read_table(out)
+        pairs = sorted(set(sub.triple_index))
+        assert len(pairs) == 3 and len(sub) == 6  # 30% of 10 caption pairs, both samples of each
+        assert_same_records(sub, frame[frame.triple_index.isin(pairs)])
+        picks.append(pairs)
+    assert picks[0] == picks[1] and picks[0] != picks[2]

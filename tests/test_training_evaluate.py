@@ -10,8 +10,9 @@ from PIL import Image
 from ip2p_lib.toyworld import EDIT_KINDS, apply, render
 from ip2p_lib.toyworld.captions import all_captions
 from ip2p_lib.toyworld.edits import instruction_slots, phrasings
+from ip2p_lib.results.sdedit import sdedit
 from ip2p_lib.training.evaluate import (
-    EvalReport, caption_keys, evaluate_edits, heldout_cases, markdown_table, no_edit, oracle_target, scene_key, sdedit,
+    EvalReport, caption_keys, evaluate_edits, heldout_cases, markdown_table, no_edit, oracle_target, scene_key,
     training_captions,
 )
 from tests.fixtures_ip2p import tiny_ip2p_dir  # noqa: F401  (fixture)

@@ -5,11 +5,14 @@
     ip2p pairs oracle --triples data/generated/toy/triples.jsonl --out data/generated/toy/oracle
     ip2p pairs convert --from AUTHORS_FOLDER --out data/converted
     ip2p pairs match --data data/generated/toy/oracle --like data/generated/toy/train --out data/generated/toy/oracle-matched
+    ip2p pairs filter --data data/generated/toy/pairs --out data/generated/toy/ablations/oracle-filter --by oracle
+    ip2p pairs subset --data data/generated/toy/train --fraction 0.1 --out data/generated/toy/ablations/size-10
 
 `generate` keeps every sample with its four CLIP scores (kill it at any moment; the same
 command resumes); `filter` writes the samples that pass, at most 4 per caption pair; `oracle`
 renders the pairs the miniature world says are right, in the same format; `convert` turns a
-folder in the authors' layout (seeds.json, NNNNNNN/SEED_0.jpg, ...) into our shards.
+folder in the authors' layout (seeds.json, NNNNNNN/SEED_0.jpg, ...) into our shards; `filter
+--by oracle|none` and `subset` make the training sets of the Figure 10 ablations.
 """
 
 from __future__ import annotations
@@ -140,11 +143,28 @@ def _filter(args: argparse.Namespace) -> int:
     out = checks.output_folder(args.out, "--out")
     if args.thresholds not in PRESETS:
         raise UserError(f"--thresholds {args.thresholds!r}: choose one of {', '.join(PRESETS)}")
+    if args.keep_per_pair is not None:
+        checks.number(args.keep_per_pair, "--keep-per-pair", kind=int, minimum=1)
     overrides = {k: getattr(args, k) for k in ("sim_image", "sim_direction", "sim_0", "sim_1", "keep_per_pair")
                  if getattr(args, k) is not None}
     thresholds = PRESETS[args.thresholds].__class__(**{**PRESETS[args.thresholds].to_dict(), **overrides})
-    summary = filter_dataset(Path(args.data), out, thresholds)
+    summary = filter_dataset(Path(args.data), out, thresholds, by=args.by)
     print(json.dumps(summary))
+    return 0
+
+
+def _subset(args: argparse.Namespace) -> int:
+    from ip2p_lib.dataset.filtered import subset_caption_pairs
+
+    checks.number(args.fraction, "--fraction", kind=float, above=0.0, maximum=1.0)
+    checks.number(args.seed, "--seed", kind=int, minimum=0)
+    if not Path(args.data).is_dir():
+        raise UserError(f"--data {args.data}: no such folder; give a folder of shards")
+    out = checks.output_folder(args.out, "--out")
+    try:
+        print(json.dumps(subset_caption_pairs(Path(args.data), float(args.fraction), out, seed=args.seed)))
+    except FileNotFoundError as err:
+        raise UserError(str(err)) from None
     return 0
 
 
@@ -237,7 +257,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                        ("sim-0", "cos(I0, T0)"), ("sim-1", "cos(I1, T1)")):
         f.add_argument(f"--{name}", type=float, help=f"minimum {what} (default: the preset's)")
     f.add_argument("--keep-per-pair", type=int, help="samples kept per caption pair (default: the preset's, 4)")
+    f.add_argument("--by", choices=("clip", "oracle", "none"), default="clip",
+                   help="the verdict a sample must pass before the per-pair cap: clip (the paper's four thresholds), "
+                   "oracle (the toy world's ground truth: a perfect filter) or none (default clip)")
     f.set_defaults(func=_filter)
+
+    s = cmds.add_parser("subset", help="a seeded random fraction of the caption pairs of a dataset",
+                        description="Write the samples of a random fraction of the caption pairs of --data (whole "
+                        "caption pairs, in their order) into --out: the dataset-size ablation of Figure 10.")
+    s.add_argument("--data", type=Path, required=True, help="folder of shards (required)")
+    s.add_argument("--fraction", required=True, help="share of the caption pairs to keep, in (0, 1] "
+                   "(required)")
+    s.add_argument("--out", type=Path, required=True, help="folder for the subset's shards (required)")
+    s.add_argument("--seed", type=int, default=0, help="which caption pairs are drawn (default 0)")
+    s.set_defaults(func=_subset)
 
     m = cmds.add_parser("match", help="keep the samples whose caption pair another dataset also holds",
                         description="Write the samples of --data whose caption pair (triple_index) --like also holds: "

@@ -44,6 +44,17 @@ def check_finite_latents(latents: Any, scheduler: str, steps: int) -> None:
                         "not a picture); try another number of steps or another scheduler")
 
 
+Scale = float | Sequence[float]  # one guidance scale for the batch, or one per image
+
+
+def per_image(scale: Scale, b: int, name: str) -> list[float]:
+    """`scale` as one float per image of a batch of `b` (a single number is repeated)."""
+    values = [float(scale)] * b if isinstance(scale, (int, float)) else [float(v) for v in scale]
+    if len(values) != b:
+        raise ValueError(f"{name}: give one scale or one per image ({b}), got {len(values)}")
+    return values
+
+
 @dataclass
 class EditResult:
     """An edit: the picture, its float pixels in [0, 1] (H, W, 3), the final latent, the seed."""
@@ -73,8 +84,8 @@ class PreparedEdit:
     latents: Any  # z_T: N(0, I) noise times the sampler's initial sigma, (B, c, h, w)
     generators: list[Any]  # one torch.Generator("cpu") per image: drew its z_T, draws its sampler noise
     step_kwargs: dict[str, Any]  # `generator` / `eta` where the scheduler's `step` takes them
-    s_image: float  # s_I
-    s_text: float  # s_T
+    s_image: Any  # s_I: a float, or a (B, 1, 1, 1) tensor when the images of a batch have their own
+    s_text: Any  # s_T: likewise
     seeds: list[int]  # one per image
     input_size: tuple[int, int]  # (width, height) after sizing
 
@@ -214,8 +225,8 @@ class InstructPix2PixEditor:
         images: Sequence[Any],
         instructions: Sequence[str],
         steps: int = PAPER_STEPS,
-        s_text: float = PAPER_TEXT_GUIDANCE,
-        s_image: float = PAPER_IMAGE_GUIDANCE,
+        s_text: Scale = PAPER_TEXT_GUIDANCE,
+        s_image: Scale = PAPER_IMAGE_GUIDANCE,
         seeds: Sequence[int | None] | None = None,
         scheduler: str = "euler_ancestral",
         resolution: int | None = None,
@@ -227,6 +238,8 @@ class InstructPix2PixEditor:
 
         Image i's draws come from its own `torch.Generator("cpu").manual_seed(seeds[i])` in the
         order `prepare` makes them, so row i of the batch is the edit `prepare` gives image i alone.
+        `s_text` and `s_image` may give one scale per image: a guidance sweep is then one batch
+        (`ip2p_lib.results.sweep`), each row with its own trajectory, as if edited alone.
         """
         import torch
 
@@ -239,7 +252,12 @@ class InstructPix2PixEditor:
         seeds = [random.randrange(2**31) if s is None else int(s) for s in seeds]
         generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
         b = len(images)
-        branches = 3 if uses_all_branches(s_image=s_image, s_text=s_text, rule=guidance_rule) else 1
+        s_texts, s_images = per_image(s_text, b, "s_text"), per_image(s_image, b, "s_image")
+        rows_branches = {uses_all_branches(s_image=si, s_text=st, rule=guidance_rule) for st, si in zip(s_texts, s_images)}
+        if len(rows_branches) > 1:
+            raise ValueError(f"under the {guidance_rule!r} guidance rule some of these scales run one branch and others "
+                             "three; edit them in separate batches")
+        branches = 3 if rows_branches.pop() else 1
 
         with torch.inference_mode():
             side, multiple = resolution or self.native_resolution, self.size_multiple(sizing)
@@ -268,8 +286,10 @@ class InstructPix2PixEditor:
             noise = [torch.randn(shape, generator=g, dtype=self.dtype) for g in generators]  # z_T ~ N(0, I), per image
             latents = torch.cat(noise).to(self.device)
             latents = latents * sched.init_noise_sigma
+            scales = [v[0] if len(set(v)) == 1 else torch.tensor(v, device=self.device, dtype=self.dtype).view(-1, 1, 1, 1)
+                      for v in (s_images, s_texts)]
         return PreparedEdit(unet_in, hidden, sched, latents, generators, step_kwargs,
-                            s_image=float(s_image), s_text=float(s_text), seeds=seeds, input_size=rgbs[0].size)
+                            s_image=scales[0], s_text=scales[1], seeds=seeds, input_size=rgbs[0].size)
 
     def denoise_step(self, state: PreparedEdit, latents: Any, t: Any) -> Any:
         """One sampler step z_t -> z_{t-1}: the branches as one UNet batch, Eq. 3, the sampler's update."""
@@ -318,8 +338,8 @@ class InstructPix2PixEditor:
         images: Sequence[Any],
         instructions: Sequence[str],
         steps: int = PAPER_STEPS,
-        s_text: float = PAPER_TEXT_GUIDANCE,
-        s_image: float = PAPER_IMAGE_GUIDANCE,
+        s_text: Scale = PAPER_TEXT_GUIDANCE,
+        s_image: Scale = PAPER_IMAGE_GUIDANCE,
         seeds: Sequence[int | None] | None = None,
         scheduler: str = "euler_ancestral",
         resolution: int | None = None,
@@ -331,9 +351,11 @@ class InstructPix2PixEditor:
         """`edit` for several images at once (one size after sizing), one instruction and one seed
         each: `prepare_batch`, `denoise_step` for each timestep (one UNet call for all B images),
         `decode`. Result i equals `edit(images[i], instructions[i], seed=seeds[i], ...)` up to
-        float32 rounding (the batched matrix products sum in another order)."""
-        for instruction in instructions:
-            check_edit_arguments(instruction, steps, s_T=s_text, s_I=s_image)
+        float32 rounding (the batched matrix products sum in another order). `s_text` and
+        `s_image` may give one scale per image (see `prepare_batch`)."""
+        b = len(images)
+        for instruction, st, si in zip(instructions, per_image(s_text, b, "s_text"), per_image(s_image, b, "s_image")):
+            check_edit_arguments(instruction, steps, s_T=st, s_I=si)
         from PIL import Image
         from tqdm.auto import tqdm
 

@@ -43,10 +43,14 @@ def passes(scores: Mapping[str, np.ndarray], t: Thresholds) -> np.ndarray:
             & (np.asarray(scores["sim_0"]) >= t.sim_0) & (np.asarray(scores["sim_1"]) >= t.sim_1))
 
 
-def select(scores: Mapping[str, np.ndarray], groups: Sequence[Hashable], t: Thresholds) -> np.ndarray:
+def select(scores: Mapping[str, np.ndarray], groups: Sequence[Hashable], t: Thresholds,
+           ok: np.ndarray | None = None) -> np.ndarray:
     """The kept samples: passing, and among the best `keep_per_pair` of their group (caption pair)
-    by sim_direction (ties broken by position, so the choice is deterministic)."""
-    ok = passes(scores, t)
+    by sim_direction (ties broken by position, so the choice is deterministic).
+
+    `ok` replaces the four CLIP thresholds by another verdict (the toy oracle's, or all True for
+    no filter) while keeping the same per-pair cap, so that filters compare at the same rule."""
+    ok = passes(scores, t) if ok is None else np.asarray(ok, dtype=bool)
     direction = np.asarray(scores["sim_direction"])
     by_group: dict[Hashable, list[int]] = defaultdict(list)
     for i in np.flatnonzero(ok):

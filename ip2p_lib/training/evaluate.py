@@ -12,8 +12,8 @@ The targets for the toy model are stated on recolor, reshape, background and res
 (`TARGET_KINDS`): edit success >= 85%, preserved >= 90% (`TARGETS`).
 
 Baselines on the same cases, same report: `no_edit` (the input back), `oracle_target` (the
-ground truth: a check of the judge, ~100%), `sdedit` (SDEdit: img2img from the input with the
-edited caption, Meng et al. 2022, the paper's Fig. 8 baseline).
+ground truth: a check of the judge, ~100%); SDEdit, the paper's Fig. 8 baseline, is in
+`ip2p_lib.results.sdedit`.
 """
 
 from __future__ import annotations
@@ -305,40 +305,3 @@ def oracle_target(cases: Sequence[EditCase]) -> EvalReport:
     """The ground-truth edited render: ~100% on every rate, or the judge is wrong."""
     return evaluate_edits(lambda batch, seeds: [c.target for c in batch], cases, name="oracle target",
                           batch_size=max(len(cases), 1))
-
-
-def sdedit_fn(sd_pipe: Any, strength: float, steps: int = 20, guidance_scale: float = 7.5) -> EditFn:
-    """SDEdit as an `EditFn`: diffusers' img2img on the text-to-image model's own parts, the
-    input image noised to `strength` (of the `steps`-step schedule: int(strength * steps) steps
-    run), denoised towards the EDITED caption with classifier-free guidance `guidance_scale`.
-    One generator per case, so a case's output does not depend on its batch."""
-    import torch
-    from diffusers import StableDiffusionImg2ImgPipeline
-    from PIL import Image
-
-    img2img = StableDiffusionImg2ImgPipeline(**sd_pipe.components, requires_safety_checker=False)
-    img2img.set_progress_bar_config(disable=True)
-
-    def run(batch: Sequence[EditCase], seeds: Sequence[int]) -> np.ndarray:
-        generators = [torch.Generator("cpu").manual_seed(int(s)) for s in seeds]
-        return img2img(prompt=[c.edited_caption for c in batch], image=[Image.fromarray(c.image) for c in batch],
-                       strength=strength, num_inference_steps=steps, guidance_scale=guidance_scale,
-                       generator=generators, output_type="np").images
-
-    return run
-
-
-def sdedit(
-    sd_pipe: Any,
-    cases: Sequence[EditCase],
-    strength: float,
-    steps: int = 20,
-    guidance_scale: float = 7.5,
-    seed: int = 0,
-    batch_size: int = 16,
-    progress: bool = False,
-) -> EvalReport:
-    """The SDEdit baseline (`sdedit_fn`) on `cases`, judged as any editor."""
-    settings = {"strength": strength, "steps": steps, "guidance_scale": guidance_scale}
-    return evaluate_edits(sdedit_fn(sd_pipe, strength, steps, guidance_scale), cases, seed=seed,
-                          batch_size=batch_size, name=f"SDEdit {strength:g}", settings=settings, progress=progress)
