@@ -27,19 +27,6 @@ def floats(text: str) -> list[float]:
     return [float(x) for x in text.split(",") if x.strip()]
 
 
-def load_editor(folder: str, parts: str, device: str) -> object:
-    """An editor for an InstructPix2Pix folder, or for a bare UNet folder with the parts of `parts`."""
-    from ip2p_lib.editor import InstructPix2PixEditor
-
-    if (Path(folder) / "model_index.json").exists() or not (Path(folder) / "config.json").exists():
-        return InstructPix2PixEditor.from_pretrained(folder, device=device)
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-
-    unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=torch.float32).to(device).eval()
-    pipe = StableDiffusionPipeline.from_pretrained(parts, safety_checker=None, requires_safety_checker=False).to(device)
-    return InstructPix2PixEditor(unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, device)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="*", default=[], metavar="NAME=FOLDER",
@@ -71,7 +58,7 @@ def main() -> None:
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
 
-    from ip2p_lib.editor import InstructPix2PixEditor
+    from ip2p_lib.editor import load_editor
     from ip2p_lib.infra.models import load_sd
     from ip2p_lib.results.sdedit import sdedit
     from ip2p_lib.training.evaluate import (

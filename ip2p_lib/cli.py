@@ -25,6 +25,7 @@ COMMAND_MODULES: list[str] = [
     "ip2p_lib.text.cli",  # ip2p text
     "ip2p_lib.dataset.cli",  # ip2p pairs
     "ip2p_lib.training.cli",  # ip2p train
+    "ip2p_lib.results.cli",  # ip2p figures
     "ip2p_lib.toyworld.pretrain.cli",  # ip2p toy pretrain
 ]
 

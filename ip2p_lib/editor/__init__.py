@@ -5,6 +5,6 @@
 - `cli`: the `ip2p edit` command.
 """
 
-from ip2p_lib.editor.editor import EditResult, InstructPix2PixEditor, PreparedEdit
+from ip2p_lib.editor.editor import EditResult, InstructPix2PixEditor, PreparedEdit, load_editor
 
-__all__ = ["EditResult", "InstructPix2PixEditor", "PreparedEdit"]
+__all__ = ["EditResult", "InstructPix2PixEditor", "PreparedEdit", "load_editor"]

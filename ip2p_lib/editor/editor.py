@@ -12,6 +12,7 @@ from __future__ import annotations
 import inspect
 import random
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
@@ -373,3 +374,29 @@ class InstructPix2PixEditor:
             picture = Image.fromarray((array * 255).round().astype("uint8"))
             results.append(EditResult(picture, array, latents[i:i + 1], seed, state.input_size))
         return results
+
+
+def load_editor(name_or_path: str | Path, parts: str | Path | None = None, device: str = "cpu",
+                dtype: Any = None) -> InstructPix2PixEditor:
+    """An editor for an InstructPix2Pix folder or hub id; or, for a bare UNet folder (a training
+    snapshot, `ip2p train --snapshot-every`: config.json and weights, no model_index.json), that
+    UNet with the VAE, text encoder, tokenizer and scheduler of the pipeline folder `parts`."""
+    import torch
+
+    folder = Path(name_or_path)
+    if (folder / "model_index.json").exists() or not (folder / "config.json").exists():
+        return InstructPix2PixEditor.from_pretrained(str(name_or_path), device=device, dtype=dtype)
+    if parts is None:
+        raise UserError(f"{folder} holds a bare UNet (a training snapshot): say where its VAE, text encoder and "
+                        "scheduler come from (the Stable Diffusion folder it was trained from)")
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+
+    from ip2p_lib.infra.models import from_pretrained
+
+    dtype = dtype or torch.float32
+    unet = UNet2DConditionModel.from_pretrained(folder, torch_dtype=dtype).to(device).eval()
+    pipe = from_pretrained(StableDiffusionPipeline, str(parts), what="Stable Diffusion model (the snapshot's parts)",
+                           required_file="model_index.json", safety_checker=None, requires_safety_checker=False,
+                           dtype=dtype)
+    pipe.to(device)
+    return InstructPix2PixEditor(unet, pipe.vae, pipe.text_encoder, pipe.tokenizer, pipe.scheduler.config, device, dtype)

@@ -280,6 +280,17 @@ def evaluate_edits(
             raise ValueError(f"the editor returned {len(images)} images for {len(batch)} cases")
         outputs.extend(to_uint8(im) for im in images)
 
+    return judge_outputs(cases, outputs, name=name, settings={"seed": seed, "batch_size": batch_size, **(settings or {})},
+                         edit_seconds=seconds)
+
+
+def judge_outputs(cases: Sequence[EditCase], outputs: Sequence[Any], name: str = "editor",
+                  settings: Mapping[str, Any] | None = None, edit_seconds: float = 0.0) -> EvalReport:
+    """The oracle's verdicts on outputs made elsewhere (one per case, in order): e.g. a guidance
+    sweep edited in one batch (`ip2p_lib.results.sweep`)."""
+    if len(outputs) != len(cases):
+        raise ValueError(f"{len(outputs)} outputs for {len(cases)} cases")
+    outputs = [to_uint8(o) for o in outputs]
     scores = [score_judgements(judge(case.image), judge(out), case.edit, out, case.scene)
               for case, out in zip(cases, outputs)]
     return EvalReport(
@@ -288,8 +299,8 @@ def evaluate_edits(
         edit_success=np.array([s.changed for s in scores], dtype=bool),
         preserved=np.array([s.preserved for s in scores], dtype=bool),
         target_l1=np.array([s.target_l1 for s in scores], dtype=float),
-        settings={"seed": seed, "batch_size": batch_size, **(settings or {})},
-        edit_seconds=seconds,
+        settings=dict(settings or {}),
+        edit_seconds=edit_seconds,
         outputs=np.stack(outputs) if outputs and len({o.shape for o in outputs}) == 1 else None,
     )
 
