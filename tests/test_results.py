@@ -140,6 +140,19 @@ def test_spearman_agreement_reads_the_points():
     assert fig08.agreement(points[:2]) == {}
 
 
+def test_beats_interpolates_the_curve_at_the_others_points():
+    def pt(label, d, i, e, k):
+        return {"label": label, "clip_direction": d, "clip_image": i,
+                "oracle": {"all": {"edit_success": e, "preserved": k}}}
+
+    data = {"curves": {"ip2p": [pt("a", 0.2, 0.9, 0.5, 0.9), pt("b", 0.4, 0.7, 0.9, 0.5)],
+                       "sde": [pt("s1", 0.3, 0.6, 0.7, 0.6), pt("s2", 0.5, 0.5, 0.2, 0.95)]}}
+    got = fig08.beats(data, "ip2p", "sde")
+    assert [g["label"] for g in got] == ["s1"] and got[0]["gain"] == pytest.approx(0.8 - 0.6)  # s2 is outside 0.2-0.4
+    oracle = fig08.beats(data, "ip2p", "sde", "edit_success", "preserved")
+    assert [g["label"] for g in oracle] == ["s1"] and oracle[0]["gain"] == pytest.approx(0.7 - 0.6)
+
+
 def test_settings_come_from_the_profile_and_a_misspelt_one_is_refused():
     assert sizes(fig08.DEFAULTS, "smoke", {"n": 7, "steps": None})["n"] == 7
     assert sizes(fig08.DEFAULTS, "toy", {})["s_I_sweep"] == (1.0, 1.2, 1.4, 1.6, 1.8, 2.0, 2.2)  # the authors'

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from ip2p_lib.results.common import (
     load_profile_editor, load_profile_scorer, load_profile_sd, profile_cases, sizes,
 )
@@ -53,6 +55,32 @@ def agreement(points: list[dict[str, Any]]) -> dict[str, float]:
     kept = [p["oracle"]["all"]["preserved"] for p in judged]
     return {"direction_vs_edit_success": spearman([p["clip_direction"] for p in judged], edit),
             "image_vs_preserved": spearman([p["clip_image"] for p in judged], kept), "points": len(judged)}
+
+
+def curve_at(points: list[dict[str, Any]], x_key: str, y_key: str, x: float) -> float | None:
+    """The curve through `points` (sorted by x), linearly interpolated at `x`; None outside its range."""
+    xs, ys = zip(*sorted((value(p, x_key), value(p, y_key)) for p in points))
+    if not xs[0] <= x <= xs[-1]:
+        return None
+    return float(np.interp(x, xs, ys))
+
+
+def value(point: dict[str, Any], key: str) -> float:
+    """A point's CLIP axis, or an oracle rate over all cases."""
+    return point["oracle"]["all"][key] if key in ("edit_success", "preserved", "success") else point[key]
+
+
+def beats(data: dict[str, Any], curve: str, other: str, x_key: str = "clip_direction",
+          y_key: str = "clip_image") -> list[dict[str, Any]]:
+    """The paper's claim as numbers: at each point of `other` (SDEdit), the `curve` (InstructPix2Pix)
+    interpolated at the same x, minus the other's y. Positive: at the same amount of edit, the
+    curve keeps more of the input. Points outside the curve's x range are left out."""
+    out = []
+    for p in data["curves"][other]:
+        y = curve_at(data["curves"][curve], x_key, y_key, value(p, x_key))
+        if y is not None:
+            out.append({"label": p["label"], x_key: value(p, x_key), "gain": y - value(p, y_key)})
+    return out
 
 
 def compute(profile: str = "toy", progress: bool = True, **overrides: Any) -> dict[str, Any]:
