@@ -214,3 +214,23 @@ def test_figure_10_names_the_commands_of_missing_models_and_runs_on_given_ones(t
     assert data["curves"]["one"][0]["training_examples"] > 0
     assert "| one |" in fig10.table(data)
     fig10.plot(data)
+
+
+def test_the_readme_shows_the_saved_toy_figures():
+    from ip2p_lib.infra.measurements import block
+    from ip2p_lib.infra.paths import repo_root
+    from ip2p_lib.results.figures import README_BEGIN, README_END, readme_block
+
+    readme = (repo_root() / "README.md").read_text()
+    assert block(readme, README_BEGIN, README_END) == readme_block(repo_root() / "figures" / "toy"), (
+        "README.md's figures section is not the saved figures/toy/*.json: run `ip2p figures --profile toy` "
+        "or `python -c 'from ip2p_lib.results.figures import update_readme; update_readme(\"README.md\", \"figures/toy\")'`")
+
+
+def test_the_readme_block_renders_every_saved_figure(tmp_path, one_thread):
+    from ip2p_lib.results.figures import readme_block
+
+    make_figure("gallery", "smoke", tmp_path, command="ip2p figures --only gallery", progress=False, n=5)
+    text = readme_block(tmp_path)
+    assert "![gallery](figures/toy/gallery.png)" in text and "`ip2p figures --only gallery`" in text
+    assert "| kind | failed |" in text and "fig08`)" in text  # the gallery's reasons; Figure 8 not made yet

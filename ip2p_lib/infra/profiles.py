@@ -75,6 +75,11 @@ NOTEBOOK_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "full": {"edit_model": "timbrooks/instruct-pix2pix", "edit_steps": 100, "edit_resolution": 512},
     },
+    "07_results": {
+        "toy": {},
+        "smoke": {"threads": 1},  # each figure's own smoke sizes (`small` in the notebook)
+        "full": {"data": "data/full/test", "steps": 100, "n_grid": 10, "n_tradeoff": 100, "n_gallery": 24, "threads": 8},
+    },
 }
 
 

@@ -39,7 +39,9 @@ def _run(args: argparse.Namespace) -> int:
     if profile == "full" and args.data is None and any(k != "fig10" for k in only):
         raise UserError("the full profile needs a test set: --data FOLDER, a dataset folder of shards (e.g. "
                         "`ip2p pairs convert` of the authors' data); its test split is used")
-    out = checks.output_folder(args.out or f"figures/{profile}", "--out")
+    from ip2p_lib.infra.paths import figure_dir, repo_root
+
+    out = checks.output_folder(args.out or figure_dir(profile), "--out")
     import torch
 
     from ip2p_lib.results.figures import make_figure
@@ -52,6 +54,11 @@ def _run(args: argparse.Namespace) -> int:
         make_figure(key, profile, out, command=command or f"ip2p figures --profile {profile} --only {key}",
                     progress=not args.quiet, **options)
         print(f"{key}: saved to {out}", flush=True)
+    if profile == "toy" and Path(out).resolve() == (repo_root() / "figures" / "toy").resolve():
+        from ip2p_lib.results.figures import update_readme
+
+        update_readme(repo_root() / "README.md", out)
+        print("README.md: figures section rewritten from the saved numbers", flush=True)
     return 0
 
 
@@ -63,7 +70,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "(a GPU and the hub) (default toy)")
     p.add_argument("--only", nargs="+", metavar="FIGURE", help=f"some of {', '.join(KEYS)} (default: all; fig10 "
                    "is toy-only)")
-    p.add_argument("--out", help="output folder (default figures/<profile>)")
+    p.add_argument("--out", help="output folder (default figures/<profile>; figures/toy also rewrites the README's "
+                   "figures section)")
     p.add_argument("--n", help="test cases per setting (default: each figure's, for the profile)")
     p.add_argument("--steps", help="sampler steps (default: the profile's, 20 toy, 100 full)")
     p.add_argument("--seed", default="0", help="draws the cases; case i is edited with seed + i (default 0)")

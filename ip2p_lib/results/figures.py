@@ -79,3 +79,81 @@ def load_numbers(key: str, profile: str = "toy", folder: str | Path | None = Non
     if not path.exists():
         raise UserError(f"{path} is not there yet; make it with `ip2p figures --profile {profile} --only {key}`")
     return json.loads(path.read_text())
+
+
+# ---------------------------------------------------------------- the README's figures block
+README_BEGIN, README_END = "<!-- figures:begin -->", "<!-- figures:end -->"
+
+
+def _fig04_lines(d: dict[str, Any]) -> list[str]:
+    from ip2p_lib.results.fig04 import rate_grid
+
+    if "oracle" not in d["cells"][0]:
+        return []
+    s_T, s_I = d["settings"]["s_T"], d["settings"]["s_I"]
+    grid = rate_grid(d, "success")
+    lines = ["Oracle success (edit made, nothing else changed), % of cases per cell:", "",
+             "| s_T \\ s_I | " + " | ".join(f"{v:g}" for v in s_I) + " |", "|---|" + "---|" * len(s_I)]
+    lines += [f"| {t:g} | " + " | ".join(f"{100 * v:.0f}" for v in row) + " |" for t, row in zip(s_T, grid)]
+    return lines
+
+
+def _fig08_lines(d: dict[str, Any]) -> list[str]:
+    from ip2p_lib.results.fig08 import beats, table
+
+    lines = [table(d), ""]
+    curves = list(d["curves"])
+    for x, y in (("clip_direction", "clip_image"), ("edit_success", "preserved")):
+        if x == "edit_success" and "oracle" not in d["curves"][curves[0]][0]:
+            continue
+        gains = beats(d, curves[0], curves[2], x, y)
+        lines.append(f"- {y} of InstructPix2Pix (s_I sweep) minus SDEdit's at SDEdit's {x}: "
+                     + (", ".join(f"{g['label']} {g['gain']:+.3f}" for g in gains) or "no SDEdit point in range"))
+    if d.get("agreement"):
+        a = d["agreement"]
+        lines.append(f"- Spearman over all {a['points']} settings: CLIP direction ~ oracle edit success "
+                     f"{a['direction_vs_edit_success']:.2f}, CLIP image ~ oracle preserved {a['image_vs_preserved']:.2f}")
+    return lines
+
+
+def _fig10_lines(d: dict[str, Any]) -> list[str]:
+    from ip2p_lib.results.fig10 import table
+
+    return [f"Each model: {d['training_steps']} steps of the toy recipe; at s_T {d['settings']['s_T']:g}, s_I 1.5:", "",
+            table(d)]
+
+
+def _gallery_lines(d: dict[str, Any]) -> list[str]:
+    from ip2p_lib.results.gallery import reasons_table
+
+    if "reasons" not in d:
+        return []
+    return [f"Failures and their reasons at s_T {d['settings']['s_T']:g}, s_I {d['settings']['s_I']:g} "
+            f"(a failure may have several):", "", reasons_table(d)]
+
+
+_README_LINES = {"fig04": _fig04_lines, "fig08": _fig08_lines, "fig10": _fig10_lines, "gallery": _gallery_lines}
+
+
+def readme_block(folder: str | Path, link_prefix: str = "figures/toy") -> str:
+    """The README's section of figures: each saved figure with its numbers and the command that
+    made it, rendered from the JSON files in `folder` (a figure not made yet is named as such)."""
+    parts = []
+    for key, module in FIGURES.items():
+        path = Path(folder) / f"{module.NAME}.json"
+        if not path.exists():
+            parts.append(f"**{module.TITLE}**: not made yet (`ip2p figures --profile toy --only {key}`).")
+            continue
+        d = json.loads(path.read_text())
+        head = [f"**{module.TITLE}** ({d['n']} held-out cases per point; `{d['command']}`, {d['wall_s']:.0f} s)", "",
+                f"![{key}]({link_prefix}/{module.NAME}.png)", ""]
+        parts.append("\n".join(head + _README_LINES[key](d)))
+    return "\n\n".join(parts)
+
+
+def update_readme(readme: str | Path, folder: str | Path) -> None:
+    """Rewrite the README's figures block from the JSON files in `folder`."""
+    from ip2p_lib.infra.measurements import replace_block
+
+    path = Path(readme)
+    path.write_text(replace_block(path.read_text(), README_BEGIN, README_END, readme_block(folder)))
