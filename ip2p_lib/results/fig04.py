@@ -17,10 +17,10 @@ from ip2p_lib.results.sweep import ip2p_settings, run_sweep
 
 NAME = "fig04_guidance_grid"
 TITLE = "Figure 4: outputs over text guidance s_T (rows) and image guidance s_I (columns)"
-S_T = (1.0, 3.0, 5.0, 7.5, 10.0, 12.5)
+S_T = (1.0, 3.0, 5.0, 7.5, 12.5)
 S_I = (0.5, 1.0, 1.5, 2.0, 3.0)
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "toy": {"n": 100, "examples": 3, "s_T": S_T, "s_I": S_I, "steps": 20, "seed": 0, "rows": 64, "model": None,
+    "toy": {"n": 60, "examples": 3, "s_T": S_T, "s_I": S_I, "steps": 20, "seed": 0, "rows": 64, "model": None,
             "data": None},
     "smoke": {"n": 5, "examples": 2, "s_T": (3.0, 7.5), "s_I": (1.0, 1.5), "steps": 4, "seed": 0, "rows": 64,
               "model": None, "data": None},
