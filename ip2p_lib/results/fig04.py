@@ -12,8 +12,8 @@ from typing import Any
 
 import numpy as np
 
-from ip2p_lib.results.common import load_profile_editor, load_profile_scorer, profile_cases, sizes
-from ip2p_lib.results.sweep import ip2p_settings, run_sweep
+from ip2p_lib.results.common import sizes
+from ip2p_lib.results.sweep import ip2p_settings, profile_sweep
 
 NAME = "fig04_guidance_grid"
 TITLE = "Figure 4: outputs over text guidance s_T (rows) and image guidance s_I (columns)"
@@ -44,11 +44,7 @@ def compute(profile: str = "toy", progress: bool = True, **overrides: Any) -> di
     """Every case at every (s_T, s_I): the example grids (pictures, not saved in JSON) and per
     cell the CLIP axes and (toy) the oracle's rates over all cases."""
     cfg = sizes(DEFAULTS, profile, overrides)
-    cases = profile_cases(profile, cfg["n"], seed=cfg["seed"], data=cfg["data"], model=cfg["model"])
-    settings = ip2p_settings(cfg["s_T"], cfg["s_I"])
-    points, outputs = run_sweep(cases, settings, editor=load_profile_editor(profile, cfg["model"]),
-                                scorer=load_profile_scorer(profile), steps=cfg["steps"], seed=cfg["seed"],
-                                rows=cfg["rows"], progress=progress, desc="Figure 4")
+    cases, points, outputs = profile_sweep(profile, cfg, ip2p_settings(cfg["s_T"], cfg["s_I"]), progress, "Figure 4")
     chosen = pick_examples(cases, cfg["examples"])
     shape = (len(cfg["s_T"]), len(cfg["s_I"]))
     return {

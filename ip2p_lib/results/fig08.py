@@ -15,10 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from ip2p_lib.results.common import (
-    load_profile_editor, load_profile_scorer, load_profile_sd, profile_cases, sizes,
-)
-from ip2p_lib.results.sweep import ip2p_settings, run_sweep, sdedit_settings
+from ip2p_lib.results.common import sizes
+from ip2p_lib.results.sweep import ip2p_settings, profile_sweep, sdedit_settings
 
 NAME = "fig08_clip_tradeoff"
 TITLE = "Figure 8: CLIP image similarity against directional similarity, over guidance and SDEdit strength"
@@ -87,16 +85,13 @@ def compute(profile: str = "toy", progress: bool = True, **overrides: Any) -> di
     """The three curves (s_I sweep, s_T sweep, SDEdit) on the same cases, each point scored by
     CLIP and (toy) by the oracle; plus CLIP's agreement with the oracle."""
     cfg = sizes(DEFAULTS, profile, overrides)
-    cases = profile_cases(profile, cfg["n"], seed=cfg["seed"], data=cfg["data"], model=cfg["model"])
     curves = {
         f"InstructPix2Pix, s_I sweep (s_T {cfg['s_T_fixed']:g})": ip2p_settings(cfg["s_T_fixed"], cfg["s_I_sweep"]),
         f"InstructPix2Pix, s_T sweep (s_I {cfg['s_I_fixed']:g})": ip2p_settings(cfg["s_T_sweep"], cfg["s_I_fixed"]),
         "SDEdit, strength sweep": sdedit_settings(cfg["strengths"], cfg["sdedit_guidance"]),
     }
     settings = [s for curve in curves.values() for s in curve]
-    points, _ = run_sweep(cases, settings, editor=load_profile_editor(profile, cfg["model"]),
-                          sd_pipe=load_profile_sd(profile), scorer=load_profile_scorer(profile), steps=cfg["steps"],
-                          seed=cfg["seed"], rows=cfg["rows"], progress=progress, desc="Figure 8")
+    cases, points, _ = profile_sweep(profile, cfg, settings, progress, "Figure 8")
     out, start = {}, 0
     for name, curve in curves.items():
         out[name] = points[start:start + len(curve)]

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ip2p_lib.results.common import load_profile_editor, load_profile_scorer, profile_cases, sizes
+from ip2p_lib.results.common import load_profile_scorer, sizes
 from ip2p_lib.results.metrics import judgeable
-from ip2p_lib.results.sweep import ip2p_settings, run_sweep
+from ip2p_lib.results.sweep import ip2p_settings, profile_sweep
 
 NAME = "gallery"
 TITLE = "Galleries: edits per kind with the oracle's verdict, and failure cases with their reasons"
@@ -70,11 +70,7 @@ def compute(profile: str = "toy", progress: bool = True, **overrides: Any) -> di
     Without an oracle (full profile): the first cases, and the lowest CLIP directional similarity
     as "failures"."""
     cfg = sizes(DEFAULTS, profile, overrides)
-    cases = profile_cases(profile, cfg["n"], seed=cfg["seed"], data=cfg["data"], model=cfg["model"])
-    setting = ip2p_settings(cfg["s_T"], cfg["s_I"])
-    points, outputs = run_sweep(cases, setting, editor=load_profile_editor(profile, cfg["model"]),
-                                scorer=load_profile_scorer(profile), steps=cfg["steps"], seed=cfg["seed"],
-                                rows=cfg["rows"], progress=progress, desc="gallery")
+    cases, points, outputs = profile_sweep(profile, cfg, ip2p_settings(cfg["s_T"], cfg["s_I"]), progress, "gallery")
     outputs = outputs[0]
     data: dict[str, Any] = {"settings": {k: v for k, v in cfg.items()}, "n": len(cases), "point": points[0]}
     if judgeable(cases):

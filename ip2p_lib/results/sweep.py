@@ -142,3 +142,17 @@ def run_sweep(cases: Sequence[Any], settings: Sequence[Setting], editor: Any = N
     bar.close()
     points = [score(cases, outputs[k], scorer, s, seconds[k]) for k, s in enumerate(settings)]
     return points, np.stack([outputs[k] for k in range(len(settings))])
+
+
+def profile_sweep(profile: str, cfg: dict[str, Any], settings: Sequence[Setting], progress: bool = False,
+                  desc: str = "sweep") -> tuple[list[Any], list[dict[str, Any]], np.ndarray]:
+    """The figures' common path: the profile's cases (`cfg`'s n, seed, data and model), its editor,
+    SD when a setting is SDEdit, its CLIP scorer, and `run_sweep`: (cases, points, outputs)."""
+    from ip2p_lib.results.common import load_profile_editor, load_profile_scorer, load_profile_sd, profile_cases
+
+    cases = profile_cases(profile, cfg["n"], seed=cfg["seed"], data=cfg["data"], model=cfg["model"])
+    sd_pipe = load_profile_sd(profile) if any(s.method == "sdedit" for s in settings) else None
+    points, outputs = run_sweep(cases, settings, editor=load_profile_editor(profile, cfg["model"]), sd_pipe=sd_pipe,
+                                scorer=load_profile_scorer(profile), steps=cfg["steps"], seed=cfg["seed"],
+                                rows=cfg["rows"], progress=progress, desc=desc)
+    return cases, points, outputs
