@@ -234,3 +234,19 @@ def test_the_readme_block_renders_every_saved_figure(tmp_path, one_thread):
     text = readme_block(tmp_path)
     assert "![gallery](figures/toy/gallery.png)" in text and "`ip2p figures --only gallery`" in text
     assert "| kind | failed |" in text and "fig08`)" in text  # the gallery's reasons; Figure 8 not made yet
+
+
+def test_figure_10_keeps_each_models_points_and_reuses_them(tmp_path, one_thread, monkeypatch):
+    from ip2p_lib.cli import main
+    from ip2p_lib.infra.models import toy_model_dir
+    from tests.test_dataset import world_triples, write_jsonl
+
+    path = write_jsonl(tmp_path / "t.jsonl", world_triples(8, seed=2))
+    assert main(["pairs", "oracle", "--triples", str(path), "--out", str(tmp_path / "o")]) == 0
+    one = {"one": fig10.Ablation("one", str(toy_model_dir("ip2p")), str(tmp_path / "o"), ("-",))}
+    first = fig10.compute("smoke", progress=False, models=one, n=2, cache=str(tmp_path / "cache"))
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 1
+    monkeypatch.setattr(fig10, "run_sweep", lambda *a, **k: pytest.fail("a cached model was evaluated again"))
+    assert fig10.compute("smoke", progress=False, models=one, n=2, cache=str(tmp_path / "cache"))["curves"] == first["curves"]
+    with pytest.raises(BaseException, match="evaluated again"):  # other settings: another file
+        fig10.compute("smoke", progress=False, models=one, n=3, cache=str(tmp_path / "cache"))

@@ -16,6 +16,8 @@ evaluates the models they leave, and names the command of any that is missing.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -73,10 +75,11 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "filter or generator?": (_GENERATED.name, "generated, oracle filter", "oracle pairs"),
 }
 S_I = (1.0, 1.2, 1.5, 1.8, 2.2)
+CACHE = f"{GEN}/figure-cache/fig10"  # one JSON per evaluated model: a killed run resumes with the next model
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "toy": {"n": 100, "s_T": 7.5, "s_I": S_I, "steps": 20, "seed": 0, "rows": 64, "models": None},
-    "smoke": {"n": 5, "s_T": 7.5, "s_I": (1.5,), "steps": 4, "seed": 0, "rows": 64, "models": None},
-    "full": {"n": 0, "s_T": 7.5, "s_I": S_I, "steps": 100, "seed": 0, "rows": 6, "models": None},
+    "toy": {"n": 100, "s_T": 7.5, "s_I": S_I, "steps": 20, "seed": 0, "rows": 64, "models": None, "cache": CACHE},
+    "smoke": {"n": 5, "s_T": 7.5, "s_I": (1.5,), "steps": 4, "seed": 0, "rows": 64, "models": None, "cache": None},
+    "full": {"n": 0, "s_T": 7.5, "s_I": S_I, "steps": 100, "seed": 0, "rows": 6, "models": None, "cache": None},
 }
 
 
@@ -110,17 +113,36 @@ def compute(profile: str = "toy", progress: bool = True, **overrides: Any) -> di
     scorer = load_profile_scorer(profile)
     curves = {}
     for a in ablations.values():
+        cached = cache_file(cfg, a, cases)
+        if cached is not None and cached.exists():
+            curves[a.name] = json.loads(cached.read_text())
+            continue
         editor = load_profile_editor(profile, str(root / a.model))
         curves[a.name], _ = run_sweep(cases, settings, editor=editor, scorer=scorer, steps=cfg["steps"],
                                       seed=cfg["seed"], rows=cfg["rows"], progress=progress, desc=a.name)
         curves[a.name][0]["training_examples"] = training_examples(root / a.data)
+        if cached is not None:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            cached.write_text(json.dumps(curves[a.name]))
     groups = {g: [m for m in names if m in curves] for g, names in GROUPS.items()}
     if not any(groups.values()):
         groups = {"models": list(curves)}
-    return {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k != "models"},
+    return {"settings": {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k not in ("models", "cache")},
             "n": len(cases), "training_steps": STEPS, "curves": curves, "groups": groups,
             "models": {a.name: {"model": a.model, "data": a.data, "commands": list(a.commands)}
                        for a in ablations.values()}}
+
+
+def cache_file(cfg: dict[str, Any], ablation: Ablation, cases: list[Any]) -> Path | None:
+    """Where one model's points are kept between runs: named by everything they depend on (the
+    model's folder and the time its weights were written, the cases and the settings)."""
+    if not cfg.get("cache"):
+        return None
+    model = repo_root() / ablation.model
+    weights = sorted(model.rglob("*.safetensors"))
+    key = json.dumps([ablation.model, [w.stat().st_mtime_ns for w in weights], [c.instruction + c.caption for c in cases],
+                      {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items() if k not in ("models", "cache", "rows")}])
+    return repo_root() / cfg["cache"] / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
 
 
 def training_examples(data: Path) -> int:
