@@ -151,6 +151,12 @@ def test_beats_interpolates_the_curve_at_the_others_points():
     assert [g["label"] for g in got] == ["s1"] and got[0]["gain"] == pytest.approx(0.8 - 0.6)  # s2 is outside 0.2-0.4
     oracle = fig08.beats(data, "ip2p", "sde", "edit_success", "preserved")
     assert [g["label"] for g in oracle] == ["s1"] and oracle[0]["gain"] == pytest.approx(0.7 - 0.6)
+    for curve in data["curves"].values():
+        for p in curve:
+            p["oracle"]["move"] = {"success": 0.25 if p["label"] == "a" else 0.5}
+            p["oracle"]["all"]["success"] = 0.125
+    rows = fig08.per_kind_table(data, ["a", "s2", "missing"]).splitlines()
+    assert rows[0] == "| kind | a | s2 |" and rows[2:] == ["| all | 12 | 12 |", "| move | 25 | 50 |"]
 
 
 def test_settings_come_from_the_profile_and_a_misspelt_one_is_refused():

@@ -137,6 +137,16 @@ def plot(data: dict[str, Any]) -> Any:
     return fig
 
 
+def per_kind_table(data: dict[str, Any], labels: list[str], rate: str = "success") -> str:
+    """Markdown: the oracle's `rate` per edit kind (rows) for the points named `labels` (columns), in %."""
+    points = {p["label"]: p for curve in data["curves"].values() for p in curve}
+    chosen = [points[label] for label in labels if label in points and "oracle" in points[label]]
+    kinds = [k for k in chosen[0]["oracle"] if k != "targets"] if chosen else []
+    lines = ["| kind | " + " | ".join(p["label"] for p in chosen) + " |", "|---|" + "---|" * len(chosen)]
+    lines += [f"| {k} | " + " | ".join(f"{100 * p['oracle'][k][rate]:.0f}" for p in chosen) + " |" for k in kinds]
+    return "\n".join(lines)
+
+
 def table(data: dict[str, Any]) -> str:
     """A markdown table of every point: CLIP axes and, when judged, the oracle's rates in %."""
     lines = ["| curve | setting | CLIP direction | CLIP image | edit success | preserved | success |",
