@@ -74,10 +74,10 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "CLIP filter": ("generated, no filter", _GENERATED.name),
     "filter or generator?": (_GENERATED.name, "generated, oracle filter", "oracle pairs"),
 }
-S_I = (1.0, 1.2, 1.5, 1.8, 2.2)
+S_I = (1.0, 1.5, 2.2)
 CACHE = f"{GEN}/figure-cache/fig10"  # one JSON per evaluated model: a killed run resumes with the next model
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "toy": {"n": 100, "s_T": 7.5, "s_I": S_I, "steps": 20, "seed": 0, "rows": 64, "models": None, "cache": CACHE},
+    "toy": {"n": 300, "s_T": 7.5, "s_I": S_I, "steps": 20, "seed": 0, "rows": 64, "models": None, "cache": CACHE},
     "smoke": {"n": 5, "s_T": 7.5, "s_I": (1.5,), "steps": 4, "seed": 0, "rows": 64, "models": None, "cache": None},
     "full": {"n": 0, "s_T": 7.5, "s_I": S_I, "steps": 100, "seed": 0, "rows": 6, "models": None, "cache": None},
 }
@@ -160,15 +160,24 @@ def at_default(data: dict[str, Any], s_I: float = 1.5) -> dict[str, dict[str, An
             if any(abs(p["s_I"] - s_I) < 1e-9 for p in points)}
 
 
+def binomial_se(rate: float, n: int) -> float:
+    """The standard error of a rate measured on n cases."""
+    return (rate * (1 - rate) / max(n, 1)) ** 0.5
+
+
 def table(data: dict[str, Any], s_I: float = 1.5) -> str:
     """Markdown: each model at s_T 7.5, s_I `s_I`: training examples, CLIP axes, oracle rates in %."""
     lines = ["| model | train examples | CLIP direction | CLIP image | edit success | preserved | success |",
              "|---|---|---|---|---|---|---|"]
     for name, p in at_default(data, s_I).items():
         o = p["oracle"]["all"]
-        lines.append(f"| {name} | {data['curves'][name][0].get('training_examples', '')} | {p['clip_direction']:.3f} | "
-                     f"{p['clip_image']:.3f} | {100 * o['edit_success']:.0f} | {100 * o['preserved']:.0f} | "
-                     f"{100 * o['success']:.0f} |")
+        rates = " | ".join(f"{100 * o[k]:.0f} ± {100 * binomial_se(o[k], o['n']):.0f}"
+                           for k in ("edit_success", "preserved", "success"))
+        lines.append(f"| {name} | {data['curves'][name][0].get('training_examples', '')} | "
+                     f"{p['clip_direction']:.3f} ± {p['clip_direction_sem']:.3f} | "
+                     f"{p['clip_image']:.3f} ± {p['clip_image_sem']:.3f} | {rates} |")
+    lines.append("")
+    lines.append("± one standard error (rates: binomial, over the cases)")
     return "\n".join(lines)
 
 
