@@ -6,7 +6,8 @@ case) rows go through the sampler together, `rows` images per UNet call (each wi
 guidance branches), each row with its own s_T and s_I (`InstructPix2PixEditor.edit_batch` takes
 per-image scales). No two settings can share a UNet evaluation after the first step (their
 z_t differ from then on), so batching is what "many settings in one call" can buy: fewer,
-larger matrix products.
+larger matrix products. That pays on a GPU; on a CPU the cost per row is flat from about 16
+rows up, and batching the cases alone gets the same speed (`benchmarks/sweep_batching.py`).
 
 Each setting becomes a point: Figure 8's CLIP axes (mean and standard error) and, for toy cases,
 the oracle's rates per edit kind.
