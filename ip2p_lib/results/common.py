@@ -9,6 +9,7 @@ dataset folder (`--data`), scored by CLIP only.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Mapping
@@ -71,8 +72,10 @@ def load_profile_sd(profile: str) -> Any:
     return pipe
 
 
+@functools.lru_cache(maxsize=2)
 def load_profile_scorer(profile: str) -> Any:
-    """The CLIP scorer of Figure 8's axes: toy CLIP, or ViT-L/14 (the authors' metric model)."""
+    """The CLIP scorer of Figure 8's axes: toy CLIP, or ViT-L/14 (the authors' metric model).
+    Loaded once per profile and process (every figure scores with it; it holds no state)."""
     from ip2p_lib.filtering import ClipScorer
 
     return ClipScorer.from_profile("full" if profile == "full" else "toy", device=device())
