@@ -14,10 +14,10 @@ import json
 from pathlib import Path
 from typing import Any, Mapping
 
+from ip2p_lib.editor.cli import FULL_MODEL
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.infra.profiles import check_profile
 
-FULL_MODEL = "timbrooks/instruct-pix2pix"
 
 
 def sizes(defaults: Mapping[str, Mapping[str, Any]], profile: str, overrides: Mapping[str, Any]) -> dict[str, Any]:

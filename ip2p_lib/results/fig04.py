@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ip2p_lib.results.common import sizes
-from ip2p_lib.results.sweep import ip2p_settings, profile_sweep
+from ip2p_lib.results.sweep import ip2p_settings, point_value, profile_sweep
 
 NAME = "fig04_guidance_grid"
 TITLE = "Figure 4: outputs over text guidance s_T (rows) and image guidance s_I (columns)"
@@ -60,9 +60,7 @@ def compute(profile: str = "toy", progress: bool = True, **overrides: Any) -> di
 def rate_grid(data: dict[str, Any], key: str) -> np.ndarray:
     """(len(s_T), len(s_I)) of a cell value: an oracle rate over all cases, or a CLIP axis."""
     rows, cols = len(data["settings"]["s_T"]), len(data["settings"]["s_I"])
-    values = [c["oracle"]["all"][key] if key in ("edit_success", "preserved", "success") else c[key]
-              for c in data["cells"]]
-    return np.asarray(values, dtype=float).reshape(rows, cols)
+    return np.asarray([point_value(c, key) for c in data["cells"]], dtype=float).reshape(rows, cols)
 
 
 def plot(data: dict[str, Any]) -> Any:

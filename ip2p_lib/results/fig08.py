@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from ip2p_lib.results.common import sizes
-from ip2p_lib.results.sweep import ip2p_settings, profile_sweep, sdedit_settings
+from ip2p_lib.results.sweep import ORACLE_RATES, ip2p_settings, point_value, profile_sweep, sdedit_settings
 
 NAME = "fig08_clip_tradeoff"
 TITLE = "Figure 8: CLIP image similarity against directional similarity, over guidance and SDEdit strength"
@@ -57,15 +57,10 @@ def agreement(points: list[dict[str, Any]]) -> dict[str, float]:
 
 def curve_at(points: list[dict[str, Any]], x_key: str, y_key: str, x: float) -> float | None:
     """The curve through `points` (sorted by x), linearly interpolated at `x`; None outside its range."""
-    xs, ys = zip(*sorted((value(p, x_key), value(p, y_key)) for p in points))
+    xs, ys = zip(*sorted((point_value(p, x_key), point_value(p, y_key)) for p in points))
     if not xs[0] <= x <= xs[-1]:
         return None
     return float(np.interp(x, xs, ys))
-
-
-def value(point: dict[str, Any], key: str) -> float:
-    """A point's CLIP axis, or an oracle rate over all cases."""
-    return point["oracle"]["all"][key] if key in ("edit_success", "preserved", "success") else point[key]
 
 
 def beats(data: dict[str, Any], curve: str, other: str, x_key: str = "clip_direction",
@@ -75,9 +70,9 @@ def beats(data: dict[str, Any], curve: str, other: str, x_key: str = "clip_direc
     curve keeps more of the input. Points outside the curve's x range are left out."""
     out = []
     for p in data["curves"][other]:
-        y = curve_at(data["curves"][curve], x_key, y_key, value(p, x_key))
+        y = curve_at(data["curves"][curve], x_key, y_key, point_value(p, x_key))
         if y is not None:
-            out.append({"label": p["label"], x_key: value(p, x_key), "gain": y - value(p, y_key)})
+            out.append({"label": p["label"], x_key: point_value(p, x_key), "gain": y - point_value(p, y_key)})
     return out
 
 
@@ -117,10 +112,7 @@ def plot(data: dict[str, Any]) -> Any:
     for j, (name, points) in enumerate(data["curves"].items()):
         panels = [("clip_direction", "clip_image")] + ([("edit_success", "preserved")] if judged else [])
         for ax, (xk, yk) in zip(axes[0], panels):
-            if xk == "clip_direction":
-                x, y = [p[xk] for p in points], [p[yk] for p in points]
-            else:
-                x, y = [p["oracle"]["all"][xk] for p in points], [p["oracle"]["all"][yk] for p in points]
+            x, y = [point_value(p, xk) for p in points], [point_value(p, yk) for p in points]
             ax.plot(x, y, marker=markers[j % 4], label=name, color=f"C{j}")
             for p, a, b in zip(points, x, y):
                 ax.annotate(swept_value(p, name), (a, b), fontsize=7, xytext=(3, 3), textcoords="offset points")
@@ -154,7 +146,7 @@ def table(data: dict[str, Any]) -> str:
     for name, points in data["curves"].items():
         for p in points:
             o = p.get("oracle", {}).get("all")
-            rates = " | ".join(f"{100 * o[k]:.0f}" for k in ("edit_success", "preserved", "success")) if o else "- | - | -"
+            rates = " | ".join(f"{100 * o[k]:.0f}" for k in ORACLE_RATES) if o else "- | - | -"
             lines.append(f"| {name} | {p['label']} | {p['clip_direction']:.3f} | {p['clip_image']:.3f} | {rates} |")
     return "\n".join(lines)
 

@@ -25,7 +25,7 @@ from typing import Any
 from ip2p_lib.infra.errors import UserError
 from ip2p_lib.infra.paths import repo_root
 from ip2p_lib.results.common import load_profile_editor, load_profile_scorer, profile_cases, sizes
-from ip2p_lib.results.sweep import ip2p_settings, run_sweep
+from ip2p_lib.results.sweep import ORACLE_RATES, ip2p_settings, point_value, run_sweep
 
 NAME = "fig10_ablations"
 TITLE = "Figure 10: ablations of the training data (dataset size, CLIP filter, filter against generator)"
@@ -172,7 +172,7 @@ def table(data: dict[str, Any], s_I: float = 1.5) -> str:
     for name, p in at_default(data, s_I).items():
         o = p["oracle"]["all"]
         rates = " | ".join(f"{100 * o[k]:.0f} ± {100 * binomial_se(o[k], o['n']):.0f}"
-                           for k in ("edit_success", "preserved", "success"))
+                           for k in ORACLE_RATES)
         lines.append(f"| {name} | {data['curves'][name][0].get('training_examples', '')} | "
                      f"{p['clip_direction']:.3f} ± {p['clip_direction_sem']:.3f} | "
                      f"{p['clip_image']:.3f} ± {p['clip_image_sem']:.3f} | {rates} |")
@@ -192,8 +192,7 @@ def plot(data: dict[str, Any]) -> Any:
         for j, name in enumerate(names):
             points = data["curves"][name]
             for row, (xk, yk) in enumerate((("clip_direction", "clip_image"), ("edit_success", "preserved"))):
-                get = (lambda p, k: p[k]) if row == 0 else (lambda p, k: p["oracle"]["all"][k])
-                x, y = [get(p, xk) for p in points], [get(p, yk) for p in points]
+                x, y = [point_value(p, xk) for p in points], [point_value(p, yk) for p in points]
                 axes[row][col].plot(x, y, marker="o", color=f"C{j}", label=name)
                 for p, a, b in zip(points, x, y):
                     axes[row][col].annotate(f"{p['s_I']:g}", (a, b), fontsize=6, xytext=(2, 2), textcoords="offset points")

@@ -30,14 +30,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "full": {"n": 24, "per_kind": 8, "failures": 4, "s_T": 7.5, "s_I": 1.5, "steps": 100, "seed": 0, "rows": 6,
              "model": None, "data": None},
 }
-POSITION_TOLERANCE = 0.15  # as `ip2p_lib.toyworld.oracle.score_judgements`
 
 
 def reasons(case: Any, output: np.ndarray) -> list[str]:
     """Why the oracle does not call this edit a success (empty when it does)."""
     from ip2p_lib.toyworld import judge
     from ip2p_lib.toyworld.edits import EDITED_ATTRIBUTES
-    from ip2p_lib.toyworld.oracle import score_judgements
+    from ip2p_lib.toyworld.oracle import POSITION_TOLERANCE, score_judgements
 
     before, after = judge(case.image), judge(output)
     if not after.found:

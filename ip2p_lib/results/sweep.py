@@ -101,6 +101,14 @@ def sdedit_outputs(sd_pipe: Any, cases: Sequence[Any], settings: Sequence[Settin
     return np.stack(per_setting)
 
 
+ORACLE_RATES = ("edit_success", "preserved", "success")
+
+
+def point_value(point: dict[str, Any], key: str) -> float:
+    """A sweep point's CLIP axis (clip_direction, clip_image, ...) or the oracle's rate over all cases."""
+    return point["oracle"]["all"][key] if key in ORACLE_RATES else point[key]
+
+
 def score(cases: Sequence[Any], outputs: np.ndarray, scorer: Any | None, setting: Setting,
           seconds: float = 0.0) -> dict[str, Any]:
     """One sweep point: the setting, n, the CLIP axes (mean and standard error; `scorer` None skips

@@ -177,12 +177,15 @@ class EditScore:
         return self.changed and self.preserved
 
 
+POSITION_TOLERANCE = 0.15  # how far (a fraction of the image) an object may drift and still count as kept
+
+
 def edit_score(
     input_image: Any,
     output_image: Any,
     edit: Edit,
     input_scene: Scene | None = None,
-    position_tolerance: float = 0.15,
+    position_tolerance: float = POSITION_TOLERANCE,
 ) -> EditScore:
     """Judge both images and check the edit: asked change made, everything else kept."""
     return score_judgements(judge(input_image), judge(output_image), edit, output_image, input_scene,
@@ -195,7 +198,7 @@ def score_judgements(
     edit: Edit,
     output_image: Any = None,
     input_scene: Scene | None = None,
-    position_tolerance: float = 0.15,
+    position_tolerance: float = POSITION_TOLERANCE,
 ) -> EditScore:
     """`edit_score` from judgements already made (each image judged once when scoring many ways)."""
     targets = edit.target_attributes()
