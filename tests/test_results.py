@@ -256,3 +256,20 @@ def test_figure_10_keeps_each_models_points_and_reuses_them(tmp_path, one_thread
     assert fig10.compute("smoke", progress=False, models=one, n=2, cache=str(tmp_path / "cache"))["curves"] == first["curves"]
     with pytest.raises(BaseException, match="evaluated again"):  # other settings: another file
         fig10.compute("smoke", progress=False, models=one, n=3, cache=str(tmp_path / "cache"))
+
+
+def test_widgets_show_only_in_a_live_kernel_outside_the_runner(monkeypatch):
+    import types
+
+    import IPython
+
+    from ip2p_lib.infra import measurements
+    from ip2p_lib.infra.runner import widgets_can_show
+
+    monkeypatch.delenv(measurements.ENV_FILE, raising=False)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    assert not widgets_can_show()  # plain Python
+    monkeypatch.setattr(IPython, "get_ipython", lambda: types.SimpleNamespace(config={"IPKernelApp": {}}))
+    assert widgets_can_show()  # Jupyter
+    monkeypatch.setenv(measurements.ENV_FILE, "/tmp/m.json")
+    assert not widgets_can_show()  # `ip2p notebooks` (papermill): the static figure

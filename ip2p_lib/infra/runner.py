@@ -41,6 +41,20 @@ class NotebookResult:
     error: str | None = None
 
 
+def widgets_can_show() -> bool:
+    """Whether a notebook cell should show ipywidgets: True in a live Jupyter kernel that a person
+    drives, False under `ip2p notebooks` (papermill: nobody to move a slider, so the notebooks draw
+    a static figure instead), in plain Python, or without ipywidgets."""
+    try:
+        import ipywidgets  # noqa: F401
+        from IPython import get_ipython
+    except ImportError:
+        return False
+    shell = get_ipython()
+    in_kernel = shell is not None and "IPKernelApp" in shell.config
+    return in_kernel and not os.environ.get(measurements.ENV_FILE)
+
+
 def list_notebooks(folder: Path | None = None) -> list[Path]:
     """The numbered notebooks `NN_name.ipynb`, in paper order."""
     folder = folder or repo_root() / "notebooks"
